@@ -1,0 +1,1 @@
+"""tiaojie actions package."""

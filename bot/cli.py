@@ -1,0 +1,312 @@
+"""The ``tiaojie`` command line, for the people who run a district's installation.
+
+Typer gives every command ``--help``. Each command loads settings first, so a wrong
+variable or an unreachable database ends with one readable line and a non-zero exit,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bot.i18n import t
+from bot.runtime import Store
+from bot.settings import Settings, SettingsError, load_settings
+from storage import cases as case_repo
+from storage import people
+from storage.db import DatabaseUnavailable, check_database
+from storage.directory import load_directory, parse_directory
+from storage.errors import CaseNotFound, CentreNotFound, DirectoryFileError, MediatorNotFound
+from storage.migrate import head_revision, upgrade
+from storage.models import CaseStatus, MediatorRole, RiskLevel
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="tiaojie: intake assistant for community dispute mediation.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+centres_app = typer.Typer(
+    help="The centre directory (1+5+N network, partner departments).", no_args_is_help=True
+)
+mediator_app = typer.Typer(help="Register and manage mediators.", no_args_is_help=True)
+case_app = typer.Typer(help="Look at cases.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(centres_app, name="centers")
+app.add_typer(centres_app, name="centres", hidden=True)
+app.add_typer(mediator_app, name="mediator")
+app.add_typer(case_app, name="case")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as error:
+        err.print(t("cli.config_error", "zh", error=error), markup=False)
+        raise typer.Exit(2) from None
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(message, markup=False)
+    return typer.Exit(code)
+
+
+def with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the store, check it answers, run ``work``, close it."""
+
+    async def runner() -> T:
+        store = Store.open(settings)
+        try:
+            await check_database(store.engine)
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(runner())
+    except DatabaseUnavailable as error:
+        raise fail(t("cli.db_unreachable", settings.language, error=error)) from None
+
+
+def setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # httpx logs every Bot API URL, which contains the bot token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database to the latest schema (safe to run again)."""
+    settings = settings_or_exit()
+    with_store(settings, lambda store: asyncio.sleep(0))
+    upgrade(settings.database_url)
+    out.print(t("cli.db_upgraded", settings.language, revision=head_revision()))
+
+
+@centres_app.command("load")
+def centres_load(
+    file: Annotated[
+        Path, typer.Argument(help="Directory YAML file, e.g. storage/data/baoan_centres.yml")
+    ],
+) -> None:
+    """Load or update the centre directory from FILE (idempotent)."""
+    settings = settings_or_exit()
+    try:
+        directory = parse_directory(file)
+    except DirectoryFileError as error:
+        raise fail(t("cli.directory_error", settings.language, error=error), 2) from None
+
+    async def work(store: Store) -> dict[str, int]:
+        async with store.sessions.begin() as session:
+            return await load_directory(session, directory)
+
+    counts = with_store(settings, work)
+    out.print(t("cli.centres_loaded", settings.language, path=file, **counts))
+
+
+@mediator_app.command("add")
+def mediator_add(
+    external_id: Annotated[str, typer.Option("--id", help="Telegram user id of the mediator")],
+    alias: Annotated[str, typer.Option(help="Display alias residents see, e.g. 调解员小李")],
+    centre: Annotated[str, typer.Option("--centre", "--center", help="Centre code")],
+    role: Annotated[MediatorRole, typer.Option(help="Role")] = MediatorRole.MEDIATOR,
+    channel: Annotated[str, typer.Option(help="Channel")] = "telegram",
+) -> None:
+    """Register a mediator (or update and re-activate one)."""
+    settings = settings_or_exit()
+    lang = settings.language
+
+    async def work(store: Store) -> None:
+        async with store.sessions.begin() as session:
+            try:
+                mediator = await people.add_mediator(
+                    session,
+                    channel=channel,
+                    external_id=external_id,
+                    display_alias=alias,
+                    centre_code=centre,
+                    role=role,
+                )
+            except CentreNotFound as error:
+                raise fail(t("cli.centre_not_found", lang, code=error.code)) from None
+            out.print(
+                t(
+                    "cli.mediator_added",
+                    lang,
+                    alias=mediator.display_alias,
+                    channel=channel,
+                    external_id=external_id,
+                    centre=mediator.centre.name_zh if lang == "zh" else mediator.centre.name_en,
+                    role=mediator.role.value,
+                )
+            )
+
+    with_store(settings, work)
+
+
+@mediator_app.command("list")
+def mediator_list() -> None:
+    """List registered mediators."""
+    settings = settings_or_exit()
+    lang = settings.language
+
+    async def work(store: Store) -> None:
+        async with store.sessions() as session:
+            mediators = await people.list_mediators(session)
+        if not mediators:
+            out.print(t("cli.no_mediators", lang))
+            return
+        table = Table()
+        for key in ("alias", "channel", "external_id", "centre", "role", "active"):
+            table.add_column(t(f"cli.columns.{key}", lang))
+        for m in mediators:
+            table.add_row(
+                m.display_alias,
+                m.channel,
+                m.external_id,
+                m.centre.code,
+                m.role.value,
+                t("cli.word_yes" if m.active else "cli.word_no", lang),
+            )
+        out.print(table)
+
+    with_store(settings, work)
+
+
+@mediator_app.command("deactivate")
+def mediator_deactivate(
+    external_id: Annotated[str, typer.Argument(help="Telegram user id")],
+    channel: Annotated[str, typer.Option(help="Channel")] = "telegram",
+) -> None:
+    """Take away a mediator's access; their history stays."""
+    settings = settings_or_exit()
+    lang = settings.language
+
+    async def work(store: Store) -> None:
+        async with store.sessions.begin() as session:
+            try:
+                mediator = await people.deactivate_mediator(session, channel, external_id)
+            except MediatorNotFound as error:
+                raise fail(t("cli.mediator_not_found", lang, key=error.key)) from None
+            out.print(t("cli.mediator_deactivated", lang, alias=mediator.display_alias))
+
+    with_store(settings, work)
+
+
+@case_app.command("list")
+def case_list(
+    centre: Annotated[str | None, typer.Option("--centre", "--center", help="Centre code")] = None,
+    status: Annotated[CaseStatus | None, typer.Option(help="Status")] = None,
+    category: Annotated[str | None, typer.Option(help="Category, e.g. dispute_labor")] = None,
+    risk: Annotated[RiskLevel | None, typer.Option(help="Risk level")] = None,
+    page: Annotated[int, typer.Option(min=1, help="Page number")] = 1,
+    page_size: Annotated[int, typer.Option(min=1, max=200, help="Cases per page")] = 20,
+) -> None:
+    """List cases, urgent first, oldest first."""
+    settings = settings_or_exit()
+    lang = settings.language
+
+    async def work(store: Store) -> None:
+        from storage.directory import get_centre
+
+        async with store.sessions() as session:
+            centre_ids = None
+            if centre:
+                found = await get_centre(session, centre)
+                if found is None:
+                    raise fail(t("cli.centre_not_found", lang, code=centre))
+                centre_ids = [found.id]
+            listing = await case_repo.list_cases(
+                session,
+                centre_ids=centre_ids,
+                statuses=[status] if status else None,
+                category=category,
+                risk=risk,
+                page=page,
+                page_size=page_size,
+            )
+        if not listing.items:
+            out.print(t("cli.no_cases", lang))
+            return
+        table = Table(
+            caption=t(
+                "cli.page_info", lang, page=listing.page, pages=listing.pages, total=listing.total
+            )
+        )
+        for key in ("reference", "category", "status", "risk", "centre", "street", "created"):
+            table.add_column(t(f"cli.columns.{key}", lang))
+        for c in listing.items:
+            table.add_row(
+                c.reference,
+                c.category,
+                c.status.value,
+                c.risk_level.value,
+                c.centre.code if c.centre else "-",
+                c.street or "-",
+                c.created_at.strftime("%Y-%m-%d %H:%M"),
+            )
+        out.print(table)
+
+    with_store(settings, work)
+
+
+@case_app.command("show")
+def case_show(
+    reference: Annotated[str, typer.Argument(help="Reference, e.g. BA-20261125-0042")],
+) -> None:
+    """Show one case with its timeline. Phone numbers stay masked here."""
+    settings = settings_or_exit()
+    lang = settings.language
+
+    async def work(store: Store) -> None:
+        from bot.case_view import render_case_text
+
+        async with store.sessions.begin() as session:
+            try:
+                case = await case_repo.get_case(session, reference)
+            except CaseNotFound:
+                raise fail(t("cli.case_not_found", lang, reference=reference)) from None
+            events = await case_repo.case_events(session, case)
+            # Who looked at a case is part of its audit trail.
+            await case_repo.add_event(
+                session, case, "view", case_repo.Actor("admin", f"cli:{getpass.getuser()}")
+            )
+        out.print(render_case_text(case, events, lang, settings.timezone), markup=False)
+
+    with_store(settings, work)
+
+
+@app.command("run")
+def run() -> None:
+    """Start the assistant: web server (health, channels) on the configured host and port."""
+    from aiohttp import web
+
+    from bot.web import create_app
+
+    settings = settings_or_exit()
+    setup_logging(settings)
+
+    async def check(store: Store) -> None:
+        return None
+
+    with_store(settings, check)
+    out.print(t("cli.serving", settings.language, host=settings.http_host, port=settings.http_port))
+    web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port, print=None)
+
+
+def main() -> None:
+    app()

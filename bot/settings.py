@@ -1,0 +1,129 @@
+"""Typed settings, read once from the environment and an optional ``.env`` file.
+
+A district office runs tiaojie from environment variables (systemd, a container, a
+shell). Every knob lives here so that a wrong value is caught at start-up with one line
+naming the variable, instead of a traceback deep inside a handler later.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Telegram accepts 1-256 characters of A-Z, a-z, 0-9, _ and - as a webhook secret.
+_WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; ``str()`` is one line naming it and why."""
+
+
+class Settings(BaseSettings):
+    """All runtime configuration. Field names map to upper-case variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./var/tiaojie.db", alias="TIAOJIE_DATABASE_URL"
+    )
+    http_host: str = Field(default="127.0.0.1", alias="TIAOJIE_HTTP_HOST")
+    http_port: int = Field(default=8080, ge=1, le=65535, alias="TIAOJIE_HTTP_PORT")
+    telegram_bot_token: SecretStr | None = Field(default=None, alias="TELEGRAM_BOT_TOKEN")
+    telegram_base_url: str = Field(
+        default="https://api.telegram.org/bot", alias="TELEGRAM_BASE_URL"
+    )
+    telegram_base_file_url: str | None = Field(default=None, alias="TELEGRAM_BASE_FILE_URL")
+    telegram_webhook_url: str | None = Field(default=None, alias="TELEGRAM_WEBHOOK_URL")
+    telegram_webhook_secret: SecretStr | None = Field(default=None, alias="TELEGRAM_WEBHOOK_SECRET")
+    nlu_backend: Literal["builtin", "rasa"] = Field(default="builtin", alias="TIAOJIE_NLU_BACKEND")
+    rasa_url: str = Field(default="http://127.0.0.1:5005", alias="RASA_URL")
+    rasa_timeout: float = Field(default=2.0, gt=0, le=60, alias="RASA_TIMEOUT")
+    model_dir: Path = Field(default=Path("models"), alias="TIAOJIE_MODEL_DIR")
+    data_dir: Path = Field(default=Path("var"), alias="TIAOJIE_DATA_DIR")
+    secret_key: SecretStr | None = Field(default=None, alias="TIAOJIE_SECRET_KEY")
+    language: Literal["zh", "en"] = Field(default="zh", alias="TIAOJIE_LANGUAGE")
+    timezone: str = Field(default="Asia/Shanghai", alias="TIAOJIE_TIMEZONE")
+    reference_prefix: str = Field(
+        default="BA", pattern=r"^[A-Z]{2,6}$", alias="TIAOJIE_REFERENCE_PREFIX"
+    )
+    centres_file: Path = Field(
+        default=Path("storage/data/baoan_centres.yml"), alias="TIAOJIE_CENTRES_FILE"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", alias="TIAOJIE_LOG_LEVEL"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """Accept the plain URLs people copy from docs and pick the async driver."""
+        value = value.strip()
+        if value.startswith("sqlite:"):
+            value = "sqlite+aiosqlite:" + value[len("sqlite:") :]
+        elif value.startswith(("postgresql:", "postgres:")):
+            value = "postgresql+asyncpg:" + value.split(":", 1)[1]
+        if not value.startswith(("sqlite+aiosqlite:", "postgresql+asyncpg:")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("telegram_base_url", "rasa_url", "telegram_webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^\d+:[A-Za-z0-9_-]+$", value.get_secret_value()):
+            raise ValueError("does not look like a bot token from @BotFather (digits:letters)")
+        return value
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _WEBHOOK_SECRET.match(value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> Settings:
+        """A webhook without a secret would let anyone on the internet forge updates."""
+        if self.telegram_webhook_url and self.telegram_webhook_secret is None:
+            raise ValueError("TELEGRAM_WEBHOOK_SECRET must be set when TELEGRAM_WEBHOOK_URL is set")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _describe(error: ValidationError) -> str:
+    """Turn pydantic's report into one line per setting, naming the variable."""
+    parts = []
+    for item in error.errors():
+        name = ".".join(str(p) for p in item.get("loc", ())) or "settings"
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        shown = item.get("input")
+        hidden = any(word in name for word in ("TOKEN", "SECRET", "KEY"))
+        if name != "settings" and isinstance(shown, str | int | float) and not hidden:
+            # A database URL may carry a password: show its shape, never the secret.
+            shown = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(shown))
+            message += f" (got {shown!r})"
+        parts.append(f"{name}: {message}" if name != "settings" else message)
+    return "; ".join(parts)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings or raise :class:`SettingsError` with one readable line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None

@@ -1,0 +1,57 @@
+"""Conversation state, saved after every event with optimistic concurrency.
+
+Two bot processes (or two updates of the same chat) may handle events at once; the
+``version`` column makes the second save fail with :class:`StaleState` instead of
+silently overwriting the first, so the caller reloads and tries again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.errors import StaleState
+from storage.models import Conversation, utcnow
+
+
+async def load_conversation(
+    session: AsyncSession, channel: str, chat_id: str
+) -> tuple[dict[str, Any], int]:
+    """The saved state and its version; a chat never seen has ``({}, 0)``."""
+    query = select(Conversation.state, Conversation.version).where(
+        Conversation.channel == channel, Conversation.chat_id == str(chat_id)
+    )
+    row = (await session.execute(query)).one_or_none()
+    if row is None:
+        return {}, 0
+    return dict(row.state or {}), int(row.version)
+
+
+async def save_conversation(
+    session: AsyncSession, channel: str, chat_id: str, state: dict[str, Any], expected_version: int
+) -> int:
+    """Save ``state`` if nobody saved since ``expected_version``; returns the new version."""
+    chat_id = str(chat_id)
+    if expected_version == 0:
+        try:
+            async with session.begin_nested():
+                session.add(Conversation(channel=channel, chat_id=chat_id, state=state, version=1))
+        except IntegrityError:
+            raise StaleState(chat_id, expected_version) from None
+        return 1
+    result = await session.execute(
+        update(Conversation)
+        .where(
+            Conversation.channel == channel,
+            Conversation.chat_id == chat_id,
+            Conversation.version == expected_version,
+        )
+        .values(state=state, version=expected_version + 1, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise StaleState(chat_id, expected_version)
+    return expected_version + 1

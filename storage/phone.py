@@ -1,0 +1,60 @@
+"""Phone numbers: encrypted at rest, masked wherever someone does not need them.
+
+Only the case's own mediator sees the full number; cards, lists, logs and reports see
+``138****5678``. Fernet (AES + HMAC from ``cryptography``) keeps the number unreadable
+in a copied database file or backup.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+from cryptography.fernet import Fernet, InvalidToken
+
+_DIGITS = re.compile(r"\D")
+
+
+def normalise_phone(raw: str) -> str | None:
+    """Digits of a Chinese mobile or landline number, or None if it is not one."""
+    digits = _DIGITS.sub("", raw)
+    if digits.startswith("86") and len(digits) == 13:
+        digits = digits[2:]
+    if re.fullmatch(r"1[3-9]\d{9}", digits):
+        return digits
+    if re.fullmatch(r"0\d{9,11}", digits):
+        return digits
+    return None
+
+
+def mask_phone(phone: str) -> str:
+    """``13812345678`` → ``138****5678``; short or odd values keep only the last 2."""
+    digits = _DIGITS.sub("", phone)
+    if len(digits) >= 11:
+        return f"{digits[:3]}****{digits[-4:]}"
+    if len(digits) >= 4:
+        return "*" * (len(digits) - 2) + digits[-2:]
+    return "****"
+
+
+class PhoneVault:
+    """Encrypts and decrypts phone numbers with a key derived from the secret."""
+
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("a secret key is required to store phone numbers")
+        key = base64.urlsafe_b64encode(hashlib.sha256(secret.encode("utf-8")).digest())
+        self._fernet = Fernet(key)
+
+    def encrypt(self, phone: str) -> bytes:
+        return self._fernet.encrypt(phone.encode("utf-8"))
+
+    def decrypt(self, token: bytes | None) -> str | None:
+        """The number, or None when absent or encrypted under another key."""
+        if not token:
+            return None
+        try:
+            return self._fernet.decrypt(token).decode("utf-8")
+        except InvalidToken:
+            return None
