@@ -1,0 +1,1 @@
+"""tiaojie tests."""
