@@ -1,0 +1,1 @@
+"""The channel-agnostic dialogue engine: ``(state, event) → (state, replies, actions)``."""

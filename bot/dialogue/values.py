@@ -1,0 +1,133 @@
+"""Turn a resident's answer into a slot value, preferring what the NLU already found.
+
+Pure functions: the parse's entities (money normalised to a number, dates to ISO) come
+first; a plain reading of the text is the fallback, so an answer still counts when the
+NLU missed the entity.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bot.dialogue.forms import Slot
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_CN_DIGITS = {
+    "零": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
+_CN_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
+
+
+def entity_value(parse: dict[str, Any], entity: str) -> Any:
+    """The first value of ``entity`` in the parse, or None."""
+    for item in parse.get("entities") or []:
+        if item.get("entity") == entity and item.get("value") not in (None, ""):
+            return item["value"]
+    return None
+
+
+def chinese_number(text: str) -> float | None:
+    """``三千`` → 3000, ``八万八`` → 88000, ``两个`` → 2: small common forms only."""
+    total, section, digit = 0, 0, None
+    found = False
+    last_unit = 1
+    for char in text:
+        if char in _CN_DIGITS:
+            digit, found = _CN_DIGITS[char], True
+        elif char in _CN_UNITS and (digit is not None or char == "十" or section > 0):
+            unit = _CN_UNITS[char]
+            value = 1 if digit is None else digit
+            if unit == 10000:
+                total += (section + value if digit is not None else section or 1) * unit
+                section = 0
+            else:
+                section += value * unit
+            digit, found, last_unit = None, True, unit
+        elif found:
+            break
+    if not found:
+        return None
+    if digit is not None:
+        # 八万八 = 88000: a trailing digit takes a tenth of the last unit.
+        section += digit * (last_unit // 10 if last_unit >= 10 else 1)
+    return float(total + section)
+
+
+def _number(text: str) -> float | None:
+    cleaned = text.replace(",", "").replace(",", "")
+    match = _NUMBER.search(cleaned)
+    if match:
+        value = float(match.group())
+        if "万" in cleaned[match.end() : match.end() + 2]:
+            value *= 10000
+        return value
+    return chinese_number(cleaned)
+
+
+def read_slot(slot: Slot, text: str, parse: dict[str, Any]) -> Any | None:
+    """The value for ``slot`` in this answer, or None when it is not a valid answer."""
+    text = text.strip()
+    if slot.type == "choice":
+        for choice in slot.choices:
+            if text in (choice.value, choice.zh, choice.en) or text.lower() == choice.en.lower():
+                return choice.value
+        return None
+    if slot.type in ("amount", "integer"):
+        found = entity_value(parse, "amount" if slot.type == "amount" else "headcount")
+        value = _as_float(found) if found is not None else _number(text)
+        if value is None:
+            return None
+        if (slot.min is not None and value < slot.min) or (
+            slot.max is not None and value > slot.max
+        ):
+            return None
+        return int(value) if slot.type == "integer" or value.is_integer() else value
+    if slot.type == "date":
+        found = entity_value(parse, "date")
+        if found is not None:
+            return str(found)
+        return text[:100] if text else None
+    if not text or len(text) > slot.max_length:
+        return None
+    return text
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return _number(str(value))
+
+
+def prefill(slots: list[Slot], parse: dict[str, Any]) -> dict[str, Any]:
+    """Slot values the first message already answers (entities only, validated)."""
+    values: dict[str, Any] = {}
+    for slot in slots:
+        if slot.entity is None:
+            continue
+        found = entity_value(parse, slot.entity)
+        if found is None:
+            continue
+        value = read_slot(
+            slot,
+            str(found),
+            {"entities": [{"entity": slot.entity, "value": found}]}
+            if slot.type in ("amount", "integer", "date")
+            else {},
+        )
+        if slot.type == "integer" and slot.entity != "headcount":
+            value = read_slot(slot, str(found), {})
+        if value is not None:
+            values[slot.name] = value
+    return values

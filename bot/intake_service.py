@@ -1,0 +1,214 @@
+"""Runs the pure dialogue engine against the real world: NLU, store, actions.
+
+One call handles one event of one chat: load the state, parse text, step the engine,
+carry out its actions (feeding their results back into the engine), save the state —
+all in one transaction, so a database failure leaves nothing half written and the
+resident is asked to send the message again. Events of one chat run one at a time in
+this process (a lock per chat); between processes the state's version column catches a
+concurrent save and the whole event is retried on fresh state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
+
+from actions import intake
+from bot.dialogue.engine import Context, detect_language, handle
+from bot.dialogue.model import (
+    Action,
+    ActionDone,
+    AttachEvidence,
+    CaseFiled,
+    Event,
+    FileCase,
+    FlagUrgent,
+    LookupStatus,
+    Reply,
+    RequestHuman,
+    StatusResult,
+    TextEvent,
+    UpdateCase,
+)
+from bot.i18n import t
+from bot.runtime import Store
+from nlu.interface import NLUBackend
+from storage.conversations import load_conversation, save_conversation
+from storage.db import DatabaseUnavailable
+from storage.errors import StaleState, StoreError
+from storage.models import Resident
+from storage.people import get_or_create_resident
+
+log = logging.getLogger(__name__)
+
+#: A resident's single message longer than this is refused politely (nothing stored).
+MAX_MESSAGE_CHARS = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """Who an event comes from: channel, chat and the person's id on that channel."""
+
+    channel: str
+    chat_id: str
+    user_id: str
+
+
+class IntakeService:
+    """The one place channels hand events to; returns the replies to send."""
+
+    def __init__(
+        self,
+        store: Store,
+        nlu: NLUBackend,
+        ctx: Context,
+        *,
+        reference_prefix: str = "BA",
+        timezone: str = "Asia/Shanghai",
+    ) -> None:
+        self.store = store
+        self.nlu = nlu
+        self.ctx = ctx
+        self.reference_prefix = reference_prefix
+        self.timezone = timezone
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def _lock(self, sender: Sender) -> asyncio.Lock:
+        key = (sender.channel, sender.chat_id)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[key] = lock
+        return lock
+
+    async def handle(self, sender: Sender, event: Event) -> list[Reply]:
+        """Handle one event; on a store failure, a polite "please send again"."""
+        if isinstance(event, TextEvent) and len(event.text) > MAX_MESSAGE_CHARS:
+            language = detect_language(event.text[:200])
+            return [Reply(t("dialogue.message_too_long", language, limit=MAX_MESSAGE_CHARS))]
+        if isinstance(event, TextEvent) and not event.parse and event.text.strip():
+            event = TextEvent(event.text, dict(await self.nlu.parse(event.text)))
+        lock = self._lock(sender)
+        try:
+            async with lock:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(StaleState),
+                    stop=stop_after_attempt(5),
+                    wait=wait_random(0, 0.05),
+                    reraise=True,
+                ):
+                    with attempt:
+                        return await self._handle_once(sender, event)
+        except (SQLAlchemyError, DatabaseUnavailable, OSError, StaleState) as error:
+            log.warning(
+                "event for %s chat %s not saved: %s",
+                sender.channel,
+                sender.chat_id,
+                type(error).__name__,
+            )
+            language = detect_language(event.text) if isinstance(event, TextEvent) else "zh"
+            return [Reply(t("dialogue.db_unavailable", language))]
+        raise AssertionError("unreachable: tenacity either returns or reraises")
+
+    async def _handle_once(self, sender: Sender, event: Event) -> list[Reply]:
+        async with self.store.sessions.begin() as session:
+            state, version = await load_conversation(session, sender.channel, sender.chat_id)
+            outcome = handle(state, event, self.ctx)
+            state = outcome.state
+            replies = list(outcome.replies)
+            pending: list[Action] = list(outcome.actions)
+            resident: Resident | None = None
+            while pending:
+                action = pending.pop(0)
+                if resident is None:
+                    resident = await get_or_create_resident(
+                        session, sender.channel, sender.user_id, str(state.get("lang", "zh"))
+                    )
+                result = await self._run(session, action, sender, resident, state)
+                if result is None:
+                    continue
+                follow = handle(state, result, self.ctx)
+                state = follow.state
+                replies.extend(follow.replies)
+                pending.extend(follow.actions)
+            await save_conversation(session, sender.channel, sender.chat_id, state, version)
+        log.info(
+            "chat %s:%s step=%s replies=%d",
+            sender.channel,
+            sender.chat_id,
+            state.get("step"),
+            len(replies),
+        )
+        return replies
+
+    async def _run(
+        self,
+        session: AsyncSession,
+        action: Action,
+        sender: Sender,
+        resident: Resident,
+        state: dict[str, object],
+    ) -> Event | None:
+        """Carry out one action; its result goes back into the engine as an event."""
+        language = str(state.get("lang", "zh"))
+        try:
+            match action:
+                case FileCase(draft=draft, reason=reason):
+                    filed = await intake.file_case(
+                        session,
+                        draft,
+                        resident=resident,
+                        channel=sender.channel,
+                        chat_id=sender.chat_id,
+                        language=language,
+                        vault=self.store.vault,
+                        reason=reason,
+                        prefix=self.reference_prefix,
+                        timezone=self.timezone,
+                    )
+                    return CaseFiled(filed.reference, reason, filed.centre_zh, filed.centre_en)
+                case UpdateCase(reference=reference, draft=draft):
+                    await intake.update_case(
+                        session, reference, draft, resident=resident, vault=self.store.vault
+                    )
+                    return None
+                case FlagUrgent(reference=reference, kinds=kinds):
+                    await intake.flag_urgent(session, reference, list(kinds), resident)
+                    return ActionDone("urgent", reference)
+                case RequestHuman(reference=reference):
+                    await intake.request_human(session, reference, resident)
+                    return ActionDone("request_human", reference)
+                case AttachEvidence(reference=reference, attachment=attachment):
+                    await intake.attach_evidence(session, reference, attachment, resident)
+                    return ActionDone("attach", reference)
+                case LookupStatus():
+                    cases = await intake.lookup_status(session, resident)
+                    return StatusResult(
+                        tuple(_status_item(item, language, self.timezone) for item in cases)
+                    )
+        except StoreError as error:
+            # A case vanished or refused a change: say so rather than pretend it worked.
+            log.warning("action %s failed: %s", type(action).__name__, type(error).__name__)
+            return None
+        return None
+
+
+def _status_item(item: dict[str, object], language: str, timezone: str) -> dict[str, object]:
+    last = item.get("last_event")
+    shown = ""
+    if last:
+        label = t(f"dialogue.event_names.{last}", language)
+        when = datetime.fromisoformat(str(item["last_at"])).astimezone(ZoneInfo(timezone))
+        at = when.strftime("%Y-%m-%d %H:%M")
+        shown = t("dialogue.status_last", language, event=label, at=at)
+    return {**item, "last": shown}
