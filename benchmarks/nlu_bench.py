@@ -1,0 +1,102 @@
+"""Benchmark of the built-in NLU engine: prints figures, asserts nothing.
+
+Run: ``.venv/bin/python benchmarks/nlu_bench.py`` from the repository root.
+Targets on the reference 2-core machine: train ≤ 10 s, p50 ≤ 1 ms, p99 ≤ 5 ms,
+peak RSS ≤ 250 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from nlu.engine import load_engine, train
+from nlu.training_data import read_training_data
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--test", type=Path, default=ROOT / "tests/data/nlu_test.yml")
+    parser.add_argument("--rounds", type=int, default=5, help="passes over the test set")
+    parser.add_argument("--train-only", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.train_only:
+        started = time.perf_counter()
+        folder = train([ROOT / "nlu/data"], ROOT / "config.yml", args.train_only)
+        seconds = time.perf_counter() - started
+        print(json.dumps({"folder": str(folder), "seconds": seconds, "peak": _peak_rss_linux()}))
+        return
+    process = psutil.Process()
+    with tempfile.TemporaryDirectory() as tmp:
+        # Training runs in its own process, as `tiaojie nlu train` does: the bot that
+        # parses never holds scikit-learn's training memory.
+        done = subprocess.run(
+            [sys.executable, __file__, "--train-only", tmp],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        trained = json.loads(done.stdout.strip().splitlines()[-1])
+        folder, train_seconds = Path(trained["folder"]), trained["seconds"]
+        started = time.perf_counter()
+        engine = load_engine(folder, ROOT / "config.yml")
+        load_seconds = time.perf_counter() - started
+        texts = [e.text for e in read_training_data([args.test]).examples]
+        for text in texts[:50]:  # warm caches (jieba, OpenCC)
+            engine.parse_sync(text)
+        latencies: list[float] = []
+        started = time.perf_counter()
+        for _ in range(args.rounds):
+            for text in texts:
+                t0 = time.perf_counter()
+                engine.parse_sync(text)
+                latencies.append(time.perf_counter() - t0)
+        wall = time.perf_counter() - started
+        size = folder_size(folder)
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    info = process.memory_info()
+    peak = getattr(info, "peak_wset", None) or _peak_rss_linux() or info.rss
+    rows = [
+        ("train time", f"{train_seconds:.2f} s", "≤ 10 s"),
+        ("load time", f"{load_seconds:.2f} s", ""),
+        ("parse p50", f"{p50:.3f} ms", "≤ 1 ms"),
+        ("parse p99", f"{p99:.3f} ms", "≤ 5 ms"),
+        ("parses/s", f"{len(latencies) / wall:.0f}", ""),
+        ("peak RSS", f"{peak / 2**20:.0f} MB", "≤ 250 MB (parsing process)"),
+        ("train RSS", f"{(trained['peak'] or 0) / 2**20:.0f} MB", "(training process)"),
+        ("model size", f"{size / 2**20:.1f} MB", ""),
+        ("messages", str(len(latencies)), ""),
+    ]
+    for name, value, target in rows:
+        print(f"{name:<12} {value:>12}  {target}")
+
+
+def _peak_rss_linux() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+if __name__ == "__main__":
+    main()

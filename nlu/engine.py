@@ -1,0 +1,184 @@
+"""The built-in NLU engine: Rasa's parse JSON from an in-process model.
+
+``parse_sync`` is the whole pipeline for one message: normalise (keeping offsets),
+risk rules, intent probabilities, Rasa's FallbackClassifier logic, entities. It never
+raises for odd input: empty, huge, binary or emoji-only text gets a well-formed parse
+(usually ``nlu_fallback``) in bounded time, because the classifier reads at most
+:data:`~nlu.normalise.CLASSIFIER_MAX_CHARS` characters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nlu.config import EngineConfig, load_config
+from nlu.entities import EntityExtractor, EntityRules, build_rules
+from nlu.intent_model import IntentModel, analyzers_for, fit_intent_model
+from nlu.interface import FALLBACK_INTENT, IntentScore, ParseResult
+from nlu.model_store import StoredModel, latest_model, load_model, save_model
+from nlu.normalise import CLASSIFIER_MAX_CHARS, SCAN_MAX_CHARS, normalise, normalise_text
+from nlu.risk import RiskRules, load_risk_rules
+from nlu.training_data import TrainingData, read_training_data
+
+log = logging.getLogger(__name__)
+
+#: Rasa's LABEL_RANKING_LENGTH.
+RANKING_LENGTH = 10
+DEFAULT_DATA = Path("nlu/data")
+DEFAULT_CONFIG = Path("config.yml")
+
+
+class BuiltinEngine:
+    """In-process engine behind :class:`nlu.interface.NLUBackend`."""
+
+    def __init__(
+        self,
+        intent_model: IntentModel,
+        entity_rules: EntityRules,
+        config: EngineConfig,
+        risk_rules: RiskRules | None = None,
+        manifest: dict[str, Any] | None = None,
+        path: Path | None = None,
+    ) -> None:
+        self.intent_model = intent_model
+        self.entities = EntityExtractor(entity_rules)
+        self.entity_rules = entity_rules
+        self.config = config
+        self.risk_rules = risk_rules or load_risk_rules()
+        self.manifest = manifest or {}
+        self.path = path
+
+    def intent_scores(self, normalised_text: str) -> list[IntentScore]:
+        """All intents by descending confidence (before the fallback decision)."""
+        text = normalised_text[:CLASSIFIER_MAX_CHARS]
+        if not text.strip():
+            return []
+        probabilities = self.intent_model.probabilities(text)
+        if probabilities is None:
+            return []
+        order = np.argsort(-probabilities)
+        labels = self.intent_model.labels
+        return [IntentScore(name=labels[i], confidence=float(probabilities[i])) for i in order]
+
+    def decide(self, ranking: list[IntentScore]) -> tuple[IntentScore, list[IntentScore]]:
+        """Rasa's FallbackClassifier: below ``threshold`` or too close to the runner-up
+        (``ambiguity_threshold``), the intent is ``nlu_fallback`` with confidence =
+        threshold, inserted at the top of the (otherwise unchanged) ranking."""
+        top = ranking[:RANKING_LENGTH]
+        threshold = self.config.threshold
+        ambiguous = (
+            len(ranking) >= 2
+            and ranking[0]["confidence"] - ranking[1]["confidence"]
+            < self.config.ambiguity_threshold
+        )
+        if not ranking or ranking[0]["confidence"] < threshold or ambiguous:
+            fallback = IntentScore(name=FALLBACK_INTENT, confidence=threshold)
+            return fallback, [fallback, *top]
+        return top[0], top
+
+    def parse_sync(self, text: str) -> ParseResult:
+        """Parse one message; the fast path (benchmarks and the async ``parse`` use it)."""
+        if not isinstance(text, str):
+            text = str(text, "utf-8", "replace") if isinstance(text, bytes) else str(text)
+        normalised = normalise(text, SCAN_MAX_CHARS)
+        risk = self.risk_rules.check_normalised(normalised.text)
+        intent, ranking = self.decide(self.intent_scores(normalised.text))
+        try:
+            entities = self.entities.extract(normalised, text)
+        except Exception:  # an entity rule must never cost the resident a parse
+            log.exception("entity extraction failed")
+            entities = []
+        return ParseResult(
+            text=text, intent=intent, entities=entities, intent_ranking=ranking, risk=risk
+        )
+
+    async def parse(self, text: str) -> ParseResult:
+        """The :class:`~nlu.interface.NLUBackend` call: CPU-bound, well under a millisecond,
+        so it runs inline rather than paying a thread hop."""
+        return self.parse_sync(text)
+
+    async def health(self) -> dict[str, object]:
+        return {
+            "backend": "builtin",
+            "ok": True,
+            "model": self.manifest.get("name"),
+            "created": self.manifest.get("created"),
+            "intents": len(self.intent_model.labels),
+        }
+
+
+def train_engine(
+    data: TrainingData,
+    config: EngineConfig,
+    progress: Callable[[str], None] | None = None,
+) -> BuiltinEngine:
+    """Fit an engine in memory (training, cross-validation folds, tests)."""
+    texts = [normalise_text(example.text)[:CLASSIFIER_MAX_CHARS] for example in data.examples]
+    intents = [example.intent for example in data.examples]
+    analyzers = analyzers_for(config.dictionary_dir())
+    model = fit_intent_model(texts, intents, analyzers, progress=progress)
+    return BuiltinEngine(model, build_rules(data), config)
+
+
+def train(
+    data_paths: Sequence[Path | str] = (DEFAULT_DATA,),
+    config_path: Path | str = DEFAULT_CONFIG,
+    models_dir: Path | str = Path("models"),
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Train on Rasa NLU files and write a versioned model; returns the model folder.
+
+    Raises :class:`~nlu.training_data.TrainingDataError` (file, line, reason) for a
+    malformed training file and :class:`~nlu.config.ConfigError` for a bad config.
+    """
+    step = progress or (lambda _stage: None)
+    config = load_config(config_path)
+    data = read_training_data(data_paths)
+    step("data")
+    started = time.perf_counter()
+    engine = train_engine(data, config, progress=step)
+    seconds = time.perf_counter() - started
+    counts = {intent: 0 for intent in data.intents}
+    for example in data.examples:
+        counts[example.intent] += 1
+    metrics = {
+        **engine.intent_model.metrics,
+        "train_seconds": round(seconds, 3),
+        "examples": len(data.examples),
+        "intents": len(counts),
+        "examples_per_intent": counts,
+    }
+    folder = save_model(
+        Path(models_dir),
+        engine.intent_model,
+        engine.entity_rules,
+        config,
+        data.fingerprint(),
+        metrics,
+    )
+    step("saved")
+    return folder
+
+
+def load_engine(
+    model_dir: Path | str = Path("models"),
+    config_path: Path | str = DEFAULT_CONFIG,
+    risk_rules: RiskRules | None = None,
+) -> BuiltinEngine:
+    """Load the newest model in ``model_dir`` (or that model folder itself).
+
+    Raises :class:`~nlu.model_store.ModelError` when there is none, it was trained for
+    another config or format, or an artifact does not match its recorded SHA-256.
+    """
+    config = load_config(config_path)
+    folder = latest_model(Path(model_dir))
+    stored: StoredModel = load_model(folder, config, config.dictionary_dir())
+    return BuiltinEngine(
+        stored.intent_model, stored.entity_rules, config, risk_rules, stored.manifest, folder
+    )

@@ -1,0 +1,184 @@
+"""Intent classification: word and character n-gram TF-IDF into a linear SVM.
+
+Why this model: a linear SVM (scikit-learn's LinearSVC) trains in well under a second
+on our data and was as accurate as logistic regression in 5-fold cross-validation at a
+tenth of the training time. Its scores are turned into calibrated confidences by
+temperature scaling: a softmax whose temperature is fitted on out-of-fold scores to
+minimise the log-loss, so "0.3" means roughly what Rasa's fallback threshold expects.
+The parameters are a few plain arrays, so a model is stored without pickle (see
+:mod:`nlu.model_store`); parsing one message uses the same analyzers and the arrays
+directly, which keeps a parse well under a millisecond.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nlu.tokenise import tokenise
+
+#: SVM regularisation, chosen by 5-fold cross-validation on the training data.
+DEFAULT_C = 0.5
+#: Character n-gram range: 1-3 did as well as Rasa's 1-4 in cross-validation, smaller.
+CHAR_NGRAMS = (1, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class Analyzers:
+    """Turn one normalised text into word and character features."""
+
+    dictionary_dir: str | None
+    char_min: int
+    char_max: int
+
+    def words(self, text: str) -> list[str]:
+        tokens = tokenise(text, self.dictionary_dir)
+        bigrams = [f"{a} {b}" for a, b in pairwise(tokens)]
+        return tokens + bigrams
+
+    def chars(self, text: str) -> list[str]:
+        """Character n-grams inside padded words, like scikit-learn's ``char_wb``."""
+        grams: list[str] = []
+        for word in text.split():
+            padded = f" {word} "
+            for n in range(self.char_min, self.char_max + 1):
+                if len(padded) < n:
+                    break
+                grams.extend(padded[i : i + n] for i in range(len(padded) - n + 1))
+        return grams
+
+
+@dataclass(slots=True)
+class IntentModel:
+    """Fitted parameters: vocabularies, IDF weights, coefficients, labels."""
+
+    labels: list[str]
+    word_vocab: dict[str, int]
+    char_vocab: dict[str, int]
+    word_idf: np.ndarray
+    char_idf: np.ndarray
+    coef: np.ndarray  # (n_labels, n_word + n_char), float32, already divided by temperature
+    intercept: np.ndarray  # (n_labels,), divided by temperature
+    analyzers: Analyzers
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def _block(
+        self, grams: list[str], vocab: dict[str, int], idf: np.ndarray, offset: int
+    ) -> tuple[list[int], list[float]]:
+        counts = Counter(g for g in grams if g in vocab and not g.isspace())
+        if not counts:
+            return [], []
+        index = [vocab[g] for g in counts]
+        values = [(1.0 + math.log(c)) * idf[i] for i, c in zip(index, counts.values(), strict=True)]
+        norm = math.sqrt(sum(v * v for v in values)) or 1.0
+        return [offset + i for i in index], [v / norm for v in values]
+
+    def probabilities(self, text: str) -> np.ndarray | None:
+        """Softmax over labels for one normalised text (the fast path); ``None`` when
+        not one word or character n-gram of the text was seen in training (junk)."""
+        w_index, w_values = self._block(
+            self.analyzers.words(text), self.word_vocab, self.word_idf, 0
+        )
+        c_index, c_values = self._block(
+            self.analyzers.chars(text), self.char_vocab, self.char_idf, len(self.word_vocab)
+        )
+        index = w_index + c_index
+        if not index:
+            return None
+        scores = self.intercept + self.coef[:, index] @ np.asarray(w_values + c_values)
+        scores -= scores.max()
+        exp = np.exp(scores)
+        return exp / exp.sum()
+
+
+# scikit-learn and SciPy are imported inside the training functions: a bot process that
+# only parses never loads them (about 90 MB of resident memory saved).
+
+
+def _vectorizer(analyzer: Callable[[str], list[str]]) -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(analyzer=analyzer, sublinear_tf=True, lowercase=False, dtype=np.float64)
+
+
+def _svm(c: float) -> Any:
+    from sklearn.svm import LinearSVC
+
+    return LinearSVC(C=c, class_weight="balanced")
+
+
+def fit_temperature(scores: np.ndarray, gold: np.ndarray) -> float:
+    """The softmax temperature that minimises log-loss of out-of-fold ``scores``."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    def loss(log_t: float) -> float:
+        logp = log_softmax(scores / math.exp(log_t), axis=1)
+        return float(-logp[np.arange(len(gold)), gold].mean())
+
+    result = minimize_scalar(loss, bounds=(-6.0, 3.0), method="bounded")
+    return math.exp(float(result.x))
+
+
+def fit_intent_model(
+    texts: Sequence[str],
+    intents: Sequence[str],
+    analyzers: Analyzers,
+    c: float = DEFAULT_C,
+    progress: Callable[[str], None] | None = None,
+) -> IntentModel:
+    """Fit on normalised ``texts``; ``progress`` is told the stage names as they pass."""
+    from scipy import sparse
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    step = progress or (lambda _stage: None)
+    word_vec = _vectorizer(analyzers.words)
+    char_vec = _vectorizer(analyzers.chars)
+    words = word_vec.fit_transform(texts)
+    step("words")
+    chars = char_vec.fit_transform(texts)
+    step("chars")
+    features = sparse.hstack([words, chars]).tocsr()
+    labels = np.asarray(intents)
+    smallest = min(np.unique(labels, return_counts=True)[1])
+    classes = np.unique(labels)
+    if len(classes) < 3:
+        raise ValueError("training data needs at least three intents")
+    temperature = 1.0
+    metrics: dict[str, float] = {}
+    if smallest >= 3:
+        folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
+        scores = cross_val_predict(_svm(c), features, labels, cv=folds, method="decision_function")
+        temperature = fit_temperature(scores, np.searchsorted(classes, labels))
+        predicted = classes[scores.argmax(axis=1)]
+        metrics = {
+            "oof_3fold_accuracy": round(float(accuracy_score(labels, predicted)), 4),
+            "oof_3fold_macro_f1": round(float(f1_score(labels, predicted, average="macro")), 4),
+            "temperature": round(temperature, 4),
+        }
+    step("calibration")
+    classifier = _svm(c).fit(features, labels)
+    step("classifier")
+    return IntentModel(
+        labels=[str(x) for x in classifier.classes_],
+        word_vocab={str(k): int(v) for k, v in word_vec.vocabulary_.items()},
+        char_vocab={str(k): int(v) for k, v in char_vec.vocabulary_.items()},
+        word_idf=word_vec.idf_.astype(np.float64),
+        char_idf=char_vec.idf_.astype(np.float64),
+        coef=(classifier.coef_ / temperature).astype(np.float32),
+        intercept=(classifier.intercept_ / temperature).astype(np.float64),
+        analyzers=analyzers,
+        metrics=metrics,
+    )
+
+
+def analyzers_for(dictionary_dir: Path | None) -> Analyzers:
+    return Analyzers(str(dictionary_dir) if dictionary_dir else None, *CHAR_NGRAMS)
