@@ -56,8 +56,9 @@ async def _apply_draft(
     street_code = draft.get("street")
     centre = await route_centre(session, street_code, draft.get("community"))
     department = await route_department(session, case.category)
-    case.centre_id = centre.id if centre else None
-    case.department_id = department.id if department else None
+    # Assign the objects, not just ids: the caller reads case.centre right after.
+    case.centre = centre
+    case.department = department
     case.street = centre.street if centre and centre.street else None
     case.community = draft.get("community")
     phone = draft.get("phone")

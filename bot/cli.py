@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.i18n import t
+from bot.nlu_commands import nlu_app
 from bot.runtime import Store
 from bot.settings import Settings, SettingsError, load_settings
 from storage import cases as case_repo
@@ -45,6 +46,7 @@ app.add_typer(centres_app, name="centers")
 app.add_typer(centres_app, name="centres", hidden=True)
 app.add_typer(mediator_app, name="mediator")
 app.add_typer(case_app, name="case")
+app.add_typer(nlu_app, name="nlu")
 
 out = Console()
 err = Console(stderr=True)
@@ -290,22 +292,87 @@ def case_show(
     with_store(settings, work)
 
 
+def _nlu_errors() -> tuple[type[Exception], ...]:
+    from nlu.config import ConfigError
+    from nlu.model_store import ModelError
+    from nlu.training_data import TrainingDataError
+
+    return (ConfigError, ModelError, TrainingDataError)
+
+
 @app.command("run")
 def run() -> None:
-    """Start the assistant: web server (health, channels) on the configured host and port."""
+    """Start the assistant: health check, REST channel and, with a bot token, Telegram."""
+    import signal
+
     from aiohttp import web
 
+    from bot.nlu_setup import open_nlu
     from bot.web import create_app
 
     settings = settings_or_exit()
     setup_logging(settings)
+    with_store(settings, lambda store: asyncio.sleep(0))
 
-    async def check(store: Store) -> None:
-        return None
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with open_nlu(settings) as (nlu, threshold):
+            app = create_app(settings, nlu, threshold=threshold)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            try:
+                await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+                out.print(
+                    t(
+                        "cli.serving",
+                        settings.language,
+                        host=settings.http_host,
+                        port=settings.http_port,
+                    )
+                )
+                await stop.wait()
+            finally:
+                await runner.cleanup()
 
-    with_store(settings, check)
-    out.print(t("cli.serving", settings.language, host=settings.http_host, port=settings.http_port))
-    web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port, print=None)
+    try:
+        asyncio.run(serve())
+    except _nlu_errors() as error:
+        raise fail(t("cli.nlu_error", settings.language, error=error), 2) from None
+    except OSError as error:
+        raise fail(t("cli.cannot_listen", settings.language, error=error), 2) from None
+
+
+@app.command("chat")
+def chat(
+    user: Annotated[str | None, typer.Option(help="Who you are in this chat")] = None,
+) -> None:
+    """Talk to the assistant in this terminal (same engine and store as the bots)."""
+    from bot.console_chat import chat as console_chat
+    from bot.intake_service import IntakeService
+    from bot.nlu_setup import open_nlu
+    from bot.web import engine_context
+
+    settings = settings_or_exit()
+    logging.basicConfig(level=logging.WARNING)
+
+    async def work(store: Store) -> None:
+        async with open_nlu(settings) as (nlu, threshold):
+            service = IntakeService(
+                store,
+                nlu,
+                engine_context(settings, threshold),
+                reference_prefix=settings.reference_prefix,
+                timezone=settings.timezone,
+            )
+            await console_chat(service, user=user, language=settings.language)
+
+    try:
+        with_store(settings, work)
+    except _nlu_errors() as error:
+        raise fail(t("cli.nlu_error", settings.language, error=error), 2) from None
 
 
 def main() -> None:

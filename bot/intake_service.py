@@ -46,6 +46,7 @@ from storage.db import DatabaseUnavailable
 from storage.errors import StaleState, StoreError
 from storage.models import Resident
 from storage.people import get_or_create_resident
+from storage.updates import record_processed_update
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +92,23 @@ class IntakeService:
             self._locks[key] = lock
         return lock
 
-    async def handle(self, sender: Sender, event: Event) -> list[Reply]:
-        """Handle one event; on a store failure, a polite "please send again"."""
+    async def handle(
+        self, sender: Sender, event: Event, update_id: int | None = None
+    ) -> list[Reply]:
+        """Handle one event; on a store failure, a polite "please send again".
+
+        ``update_id`` (a channel's delivery id) is recorded in the same transaction as
+        the event's effects, so a redelivered update is handled exactly once.
+        """
         if isinstance(event, TextEvent) and len(event.text) > MAX_MESSAGE_CHARS:
             language = detect_language(event.text[:200])
             return [Reply(t("dialogue.message_too_long", language, limit=MAX_MESSAGE_CHARS))]
-        if isinstance(event, TextEvent) and not event.parse and event.text.strip():
-            event = TextEvent(event.text, dict(await self.nlu.parse(event.text)))
         lock = self._lock(sender)
         try:
+            # The lock comes first: updates of one chat queue here in arrival order.
             async with lock:
+                if isinstance(event, TextEvent) and not event.parse and event.text.strip():
+                    event = TextEvent(event.text, dict(await self.nlu.parse(event.text)))
                 async for attempt in AsyncRetrying(
                     retry=retry_if_exception_type(StaleState),
                     stop=stop_after_attempt(5),
@@ -108,20 +116,29 @@ class IntakeService:
                     reraise=True,
                 ):
                     with attempt:
-                        return await self._handle_once(sender, event)
+                        return await self._handle_once(sender, event, update_id)
         except (SQLAlchemyError, DatabaseUnavailable, OSError, StaleState) as error:
+            # The error text may quote the resident's words: details only at DEBUG.
             log.warning(
                 "event for %s chat %s not saved: %s",
                 sender.channel,
                 sender.chat_id,
                 type(error).__name__,
             )
+            log.debug("store failure", exc_info=error)
             language = detect_language(event.text) if isinstance(event, TextEvent) else "zh"
             return [Reply(t("dialogue.db_unavailable", language))]
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
-    async def _handle_once(self, sender: Sender, event: Event) -> list[Reply]:
+    async def _handle_once(
+        self, sender: Sender, event: Event, update_id: int | None
+    ) -> list[Reply]:
         async with self.store.sessions.begin() as session:
+            if update_id is not None and not await record_processed_update(
+                session, sender.channel, update_id
+            ):
+                log.info("update %s of %s already handled", update_id, sender.channel)
+                return []
             state, version = await load_conversation(session, sender.channel, sender.chat_id)
             outcome = handle(state, event, self.ctx)
             state = outcome.state

@@ -1,7 +1,8 @@
-"""The aiohttp application: health check now, channels (webhooks, REST) added by them.
+"""The aiohttp application: health check, the REST channel and Telegram's webhook.
 
 Built with an application factory and typed :class:`web.AppKey` s so handlers get the
-store and settings without globals, and a cleanup context closes the database.
+store and settings without globals; cleanup contexts open and close the database, the
+NLU backend and the Telegram bot in the right order.
 """
 
 from __future__ import annotations
@@ -10,13 +11,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from bot.channels.rest import add_rest_channel
+from bot.dialogue.engine import Context
+from bot.dialogue.forms import default_forms
+from bot.dialogue.geography import load_geography
+from bot.intake_service import IntakeService
 from bot.runtime import Store
 from bot.settings import Settings
+from nlu.interface import NLUBackend
 from storage.db import DatabaseUnavailable, check_database, safe_url
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
-#: Extra health reporters (the NLU backend adds one): name → coroutine returning a dict.
+NLU = web.AppKey("nlu", NLUBackend)
+#: Extra health reporters: name → coroutine returning a dict.
 HEALTH_CHECKS = web.AppKey("health_checks", dict[str, Callable[[], Awaitable[dict[str, object]]]])
 
 
@@ -41,11 +49,27 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=status)
 
 
-def create_app(settings: Settings, store: Store | None = None) -> web.Application:
+def engine_context(settings: Settings, threshold: float) -> Context:
+    """Forms and the district's streets, read once at start-up (bad files fail here)."""
+    return Context(
+        forms=default_forms(),
+        geography=load_geography(settings.centres_file),
+        threshold=threshold,
+    )
+
+
+def create_app(
+    settings: Settings,
+    nlu: NLUBackend,
+    *,
+    threshold: float = 0.3,
+    store: Store | None = None,
+) -> web.Application:
     """Application factory; pass a ``store`` to share one (tests), else one is opened."""
     app = web.Application(client_max_size=1024 * 1024)
     app[SETTINGS] = settings
-    app[HEALTH_CHECKS] = {}
+    app[NLU] = nlu
+    app[HEALTH_CHECKS] = {"nlu": nlu.health}
     owned = store is None
     app[STORE] = store or Store.open(settings)
 
@@ -56,4 +80,16 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
 
     app.cleanup_ctx.append(close_store)
     app.router.add_get("/healthz", healthz)
+    service = IntakeService(
+        app[STORE],
+        nlu,
+        engine_context(settings, threshold),
+        reference_prefix=settings.reference_prefix,
+        timezone=settings.timezone,
+    )
+    add_rest_channel(app, service)
+    if settings.telegram_bot_token is not None:
+        from bot.channels.telegram import add_telegram
+
+        add_telegram(app, settings, service)
     return app

@@ -112,3 +112,21 @@ async def store(db_url: str) -> AsyncIterator[Store]:
     engine = create_engine(db_url)
     yield Store(engine=engine, sessions=session_factory(engine), vault=PhoneVault("test-secret"))
     await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def nlu_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A built-in NLU model trained once per run from the repository's training data."""
+    from nlu.engine import train
+
+    folder = tmp_path_factory.mktemp("models")
+    train([ROOT / "nlu" / "data"], ROOT / "config.yml", folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def nlu(nlu_model_dir: Path):
+    """The real built-in engine, as the running assistant uses it."""
+    from nlu.engine import load_engine
+
+    return load_engine(nlu_model_dir, ROOT / "config.yml")

@@ -30,13 +30,14 @@ def run_cli(
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path) -> dict[str, str]:
+def cli_env(tmp_path: Path, nlu_model_dir: Path) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("TIAOJIE_", "TELEGRAM_", "RASA_"))
     }
     env["TIAOJIE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'cli.db'}"
     env["TIAOJIE_DATA_DIR"] = str(tmp_path / "var")
     env["TIAOJIE_LANGUAGE"] = "en"
+    env["TIAOJIE_MODEL_DIR"] = str(nlu_model_dir)
     env["COLUMNS"] = "200"
     return env
 

@@ -35,8 +35,9 @@ def replies_json(recipient: str, replies: list[Reply]) -> list[dict[str, Any]]:
 
 
 def _bad_request(key: str) -> web.Response:
-    return web.json_response({"error": t(f"rest.{key}", "en"), "message": t(f"rest.{key}", "zh")},
-                             status=400)
+    return web.json_response(
+        {"error": t(f"rest.{key}", "en"), "message": t(f"rest.{key}", "zh")}, status=400
+    )
 
 
 async def rest_webhook(request: web.Request) -> web.Response:

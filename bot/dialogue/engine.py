@@ -621,7 +621,8 @@ def _step_confirm_prefill(turn: _Turn, event: Event) -> None:
         draft["slots"].update(found.get("slots") or {})
         if found.get("location"):
             draft["street"], draft["community"] = found["location"]
-            draft["location_done"] = True
+            # A street without its community still gets the community question.
+            draft["location_done"] = draft["community"] is not None
         if found.get("phone"):
             draft["phone"] = found["phone"]
             draft["phone_done"] = True
@@ -644,7 +645,7 @@ def _next(turn: _Turn) -> None:
             state["step"] = "slot"
             draft["slot"] = pending[0].name
         elif not draft["location_done"]:
-            state["step"] = "street"
+            state["step"] = "community" if draft["street"] else "street"
         elif not draft["phone_done"]:
             state["step"] = "phone"
         elif draft["consent"] is None:

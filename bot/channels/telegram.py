@@ -1,0 +1,315 @@
+"""Telegram, through python-telegram-bot v22: residents' private chats with the bot.
+
+One handler per kind of content turns a Telegram update into an engine event and sends
+the engine's replies back. Polling when no webhook URL is configured; otherwise our own
+aiohttp server receives Telegram's POSTs, refuses any without the right secret header,
+and feeds the rest to the same handlers. Outgoing calls go through PTB's rate limiter so
+a burst of replies never trips Telegram's flood limits.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+    Update,
+)
+from telegram.constants import ParseMode
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+from yarl import URL
+
+from bot.channels.text_input import COMMAND, PAYLOAD
+from bot.dialogue.model import (
+    AttachmentEvent,
+    ButtonEvent,
+    CommandEvent,
+    ContactEvent,
+    Event,
+    LocationEvent,
+    Reply,
+    TextEvent,
+    UnsupportedEvent,
+)
+from bot.i18n import normalise_language, t
+from bot.intake_service import IntakeService, Sender
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "telegram"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+DEFAULT_WEBHOOK_PATH = "/webhooks/telegram"
+PRIVATE = filters.ChatType.PRIVATE
+
+SERVICE_KEY = "intake_service"
+
+
+def webhook_path(settings: Settings) -> str:
+    if not settings.telegram_webhook_url:
+        return DEFAULT_WEBHOOK_PATH
+    return URL(settings.telegram_webhook_url).path or DEFAULT_WEBHOOK_PATH
+
+
+def _service(context: ContextTypes.DEFAULT_TYPE) -> IntakeService:
+    return context.application.bot_data[SERVICE_KEY]
+
+
+def _sender(update: Update) -> Sender:
+    chat = update.effective_chat
+    user = update.effective_user
+    assert chat is not None
+    return Sender(CHANNEL, str(chat.id), str(user.id if user else chat.id))
+
+
+def _language(update: Update) -> str:
+    user = update.effective_user
+    return normalise_language(user.language_code if user else None)
+
+
+# ------------------------------------------------------------------------- replies
+
+
+def _markup(reply: Reply, language: str) -> InlineKeyboardMarkup | ReplyKeyboardMarkup | None:
+    if reply.buttons:
+        return InlineKeyboardMarkup(
+            [
+                [InlineKeyboardButton(b.title, callback_data=b.payload) for b in row]
+                for row in reply.buttons
+            ]
+        )
+    if reply.request == "contact":
+        return ReplyKeyboardMarkup(
+            [[KeyboardButton(t("dialogue.share_contact_button", language), request_contact=True)]],
+            resize_keyboard=True,
+            one_time_keyboard=True,
+        )
+    if reply.request == "location":
+        return ReplyKeyboardMarkup(
+            [
+                [
+                    KeyboardButton(
+                        t("dialogue.share_location_button", language), request_location=True
+                    )
+                ]
+            ],
+            resize_keyboard=True,
+            one_time_keyboard=True,
+        )
+    return None
+
+
+async def send_replies(
+    context: ContextTypes.DEFAULT_TYPE, chat_id: int, replies: list[Reply], language: str
+) -> None:
+    """Send replies as HTML-escaped text; drop a stale share-contact keyboard once."""
+    chat_data = context.chat_data if context.chat_data is not None else {}
+    for reply in replies:
+        markup: object = _markup(reply, language)
+        if markup is None and chat_data.get("keyboard"):
+            markup = ReplyKeyboardRemove()
+            chat_data["keyboard"] = False
+        if isinstance(markup, ReplyKeyboardMarkup):
+            chat_data["keyboard"] = True
+        await context.bot.send_message(
+            chat_id=chat_id,
+            text=html.escape(reply.text),
+            parse_mode=ParseMode.HTML,
+            reply_markup=markup,  # type: ignore[arg-type]
+        )
+
+
+async def _run(update: Update, context: ContextTypes.DEFAULT_TYPE, event: Event) -> None:
+    chat = update.effective_chat
+    if chat is None:
+        return
+    replies = await _service(context).handle(_sender(update), event, update.update_id)
+    await send_replies(context, chat.id, replies, _language(update))
+
+
+# ------------------------------------------------------------------------ handlers
+
+
+async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Typed text, including commands (kept as commands, not parsed as words)."""
+    message = update.effective_message
+    if message is None or message.text is None:
+        return
+    command = COMMAND.match(message.text.strip())
+    event: Event
+    if command:
+        event = CommandEvent(command.group(1).lower(), (command.group(2) or "").strip())
+    else:
+        event = TextEvent(message.text)
+    await _run(update, context, event)
+
+
+async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A pressed inline button. Callback data is checked, never trusted."""
+    query = update.callback_query
+    if query is None:
+        return
+    data = query.data or ""
+    if not PAYLOAD.match(data):
+        log.warning("refused callback data from user %s", query.from_user.id)
+        await query.answer(t("telegram.bad_button", _language(update)))
+        return
+    await query.answer()
+    await _run(update, context, ButtonEvent(data))
+
+
+async def on_contact(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    message = update.effective_message
+    if message is None or message.contact is None:
+        return
+    user = update.effective_user
+    own = user is not None and message.contact.user_id == user.id
+    await _run(update, context, ContactEvent(message.contact.phone_number, own))
+
+
+async def on_location(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    message = update.effective_message
+    if message is None or message.location is None:
+        return
+    location = message.location
+    await _run(update, context, LocationEvent(location.latitude, location.longitude))
+
+
+async def on_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    message = update.effective_message
+    if message is None or not message.photo:
+        return
+    largest = message.photo[-1]
+    await _run(
+        update, context, AttachmentEvent("photo", largest.file_id, largest.file_size, "image/jpeg")
+    )
+
+
+async def on_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    message = update.effective_message
+    if message is None or message.document is None:
+        return
+    document = message.document
+    event = AttachmentEvent(
+        "document", document.file_id, document.file_size, document.mime_type, document.file_name
+    )
+    await _run(update, context, event)
+
+
+async def on_unsupported(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Stickers, voice, video, polls, edits …: a polite "please type", nothing lost."""
+    message = update.effective_message
+    kind = "edit" if update.edited_message else "other"
+    if message is not None:
+        for name in ("sticker", "voice", "video", "video_note", "audio", "animation", "poll"):
+            if getattr(message, name, None):
+                kind = name
+                break
+    await _run(update, context, UnsupportedEvent(kind))
+
+
+def add_handlers(application: Application) -> None:  # type: ignore[type-arg]
+    application.add_handler(CallbackQueryHandler(on_button))
+    application.add_handler(MessageHandler(PRIVATE & filters.UpdateType.EDITED, on_unsupported))
+    application.add_handler(MessageHandler(PRIVATE & filters.TEXT, on_text))
+    application.add_handler(MessageHandler(PRIVATE & filters.CONTACT, on_contact))
+    application.add_handler(MessageHandler(PRIVATE & filters.LOCATION, on_location))
+    application.add_handler(MessageHandler(PRIVATE & filters.PHOTO, on_photo))
+    application.add_handler(MessageHandler(PRIVATE & filters.Document.ALL, on_document))
+    application.add_handler(MessageHandler(PRIVATE, on_unsupported))
+
+
+def build_application(settings: Settings, service: IntakeService) -> Application:  # type: ignore[type-arg]
+    """The PTB application: our base URL, the rate limiter, one handler per content kind."""
+    assert settings.telegram_bot_token is not None
+    builder: ApplicationBuilder = (  # type: ignore[type-arg]
+        ApplicationBuilder()
+        .token(settings.telegram_bot_token.get_secret_value())
+        .base_url(settings.telegram_base_url)
+        .rate_limiter(AIORateLimiter(max_retries=3))
+        # Different chats in parallel; one chat's updates stay in order (IntakeService lock).
+        .concurrent_updates(8)
+    )
+    if settings.telegram_base_file_url:
+        builder = builder.base_file_url(settings.telegram_base_file_url)
+    if settings.telegram_webhook_url:
+        builder = builder.updater(None)
+    application = builder.build()
+    application.bot_data[SERVICE_KEY] = service
+    add_handlers(application)
+    return application
+
+
+# ---------------------------------------------------------------- webhook and life
+
+
+TELEGRAM = web.AppKey("telegram", Application)
+TELEGRAM_SETTINGS = web.AppKey("telegram_settings", Settings)
+
+
+async def telegram_webhook(request: web.Request) -> web.Response:
+    """Telegram's POST; anything without the configured secret is refused with 403."""
+    settings = request.app[TELEGRAM_SETTINGS]
+    expected = settings.telegram_webhook_secret
+    given = request.headers.get(SECRET_HEADER, "")
+    if expected is None or not hmac.compare_digest(
+        given.encode(), expected.get_secret_value().encode()
+    ):
+        log.warning("refused webhook call without the right secret from %s", request.remote)
+        return web.Response(status=403, text="forbidden")
+    application = request.app[TELEGRAM]
+    try:
+        data = await request.json()
+        update = Update.de_json(data, application.bot)
+    except (ValueError, TypeError, KeyError):
+        return web.Response(status=400, text="bad update")
+    if update is None:
+        return web.Response(status=400, text="bad update")
+    await application.update_queue.put(update)
+    return web.Response(text="ok")
+
+
+def add_telegram(app: web.Application, settings: Settings, service: IntakeService) -> None:
+    """Run the bot inside our aiohttp app: polling, or webhook on our own route."""
+    application = build_application(settings, service)
+    app[TELEGRAM] = application
+    app[TELEGRAM_SETTINGS] = settings
+    if settings.telegram_webhook_url:
+        app.router.add_post(webhook_path(settings), telegram_webhook)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await application.initialize()
+        await application.start()
+        if settings.telegram_webhook_url:
+            assert settings.telegram_webhook_secret is not None
+            await application.bot.set_webhook(
+                settings.telegram_webhook_url,
+                secret_token=settings.telegram_webhook_secret.get_secret_value(),
+                allowed_updates=Update.ALL_TYPES,
+            )
+        elif application.updater is not None:
+            await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+        log.info("telegram started (%s)", "webhook" if settings.telegram_webhook_url else "polling")
+        yield
+        if application.updater is not None and application.updater.running:
+            await application.updater.stop()
+        await application.stop()
+        await application.shutdown()
+
+    app.cleanup_ctx.append(lifecycle)

@@ -1,0 +1,109 @@
+"""The Rasa-compatible REST channel, through aiohttp's test client on a real app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.runtime import Store
+from bot.settings import load_settings
+from bot.web import create_app
+from nlu.interface import NLUBackend
+from storage import cases as case_repo
+
+URL = "/webhooks/rest/webhook"
+
+
+@pytest.fixture
+async def client(
+    sqlite_url: str, nlu: NLUBackend, tmp_path: Path
+) -> AsyncIterator[tuple[TestClient, Store]]:
+    settings = load_settings(database_url=sqlite_url, data_dir=tmp_path / "var")
+    store = Store.open(settings)
+    app = create_app(settings, nlu, store=store)
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client, store
+    await store.close()
+
+
+async def send(client: TestClient, sender: str, message: Any) -> list[dict[str, Any]]:
+    response = await client.post(URL, json={"sender": sender, "message": message})
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert all(item["recipient_id"] == sender for item in body)
+    return body
+
+
+def payloads(body: list[dict[str, Any]]) -> list[str]:
+    return [b["payload"] for item in body for b in item.get("buttons", [])]
+
+
+async def test_rest_conversation_in_english_files_a_case(client) -> None:
+    http, store = client
+    who = "bridge-user-1"
+    body = await send(http, who, "My landlord won't give back my 3000 yuan deposit")
+    assert "Privacy" in body[1]["text"]
+    assert payloads(body) == ["yes", "no"] or "cat:dispute_tenancy" in payloads(body)
+    if "cat:dispute_tenancy" in payloads(body):
+        body = await send(http, who, "cat:dispute_tenancy")
+    else:
+        body = await send(http, who, "yes")
+    for _ in range(10):
+        buttons = payloads(body)
+        if any(p.startswith("street:") for p in buttons):
+            break
+        if buttons == ["yes", "no"]:
+            body = await send(http, who, "yes")
+        elif any(p.startswith("choice:") for p in buttons):
+            body = await send(http, who, next(p for p in buttons if p.startswith("choice:")))
+        elif "skip" in buttons:
+            body = await send(http, who, "skip")
+        else:
+            body = await send(http, who, "Mr Wang, the landlord")
+    body = await send(http, who, "street:xixiang")
+    body = await send(http, who, "comm:")
+    assert "mobile" in body[0]["text"]
+    body = await send(http, who, "13900001111")
+    body = await send(http, who, "yes")
+    assert "139****1111" in body[0]["text"] and "13900001111" not in body[0]["text"]
+    body = await send(http, who, "submit")
+    reference = body[0]["text"].split("case number is ")[1].split(" ")[0]
+    async with store.sessions() as session:
+        case = await case_repo.get_case(session, reference)
+    assert case.category == "dispute_tenancy" and case.language == "en"
+    assert case.street == "西乡" and case.channel == "rest"
+
+
+async def test_rest_bad_requests_are_clear(client) -> None:
+    http, _ = client
+    for raw, expected in (
+        (b"not json", "JSON"),
+        (b"[1, 2]", "object"),
+        (b'{"message": "hi"}', "sender"),
+        (b'{"sender": "x", "message": 42}', "text"),
+        (b'{"sender": "' + b"x" * 65 + b'", "message": "hi"}', "64"),
+    ):
+        response = await http.post(URL, data=raw, headers={"Content-Type": "application/json"})
+        assert response.status == 400
+        assert expected in (await response.json())["error"]
+
+
+async def test_rest_odd_messages_get_polite_answers(client) -> None:
+    http, _ = client
+    for message in ("", "   ", "😀😀😀", "\x00\x01\x02", "/frobnicate", "a", "x" * 20_001):
+        body = await send(http, "odd", message)
+        assert body and all(item["text"] for item in body)
+    status = await http.get("/webhooks/rest/")
+    assert (await status.json()) == {"status": "ok"}
+
+
+async def test_healthz_reports_database_and_nlu(client) -> None:
+    http, _ = client
+    response = await http.get("/healthz")
+    body = await response.json()
+    assert response.status == 200 and body["database"]["status"] == "ok"
+    assert "nlu" in body
