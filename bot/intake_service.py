@@ -15,6 +15,7 @@ import logging
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -50,6 +51,8 @@ from storage.updates import record_processed_update
 
 log = logging.getLogger(__name__)
 
+#: How many chats' states one process keeps in memory between their messages.
+STATE_CACHE_SIZE = 10_000
 #: A resident's single message longer than this is refused politely (nothing stored).
 MAX_MESSAGE_CHARS = 20_000
 
@@ -80,9 +83,17 @@ class IntakeService:
         self.ctx = ctx
         self.reference_prefix = reference_prefix
         self.timezone = timezone
+        #: Recently saved (state, version) per chat, oldest first; only a hint.
+        self._states: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+
+    def _remember(self, key: tuple[str, str], state: dict[str, Any], version: int) -> None:
+        """Keep the last saved state of recent chats, saving a read per message."""
+        self._states[key] = (state, version)
+        if len(self._states) > STATE_CACHE_SIZE:
+            self._states.pop(next(iter(self._states)))
 
     def _lock(self, sender: Sender) -> asyncio.Lock:
         key = (sender.channel, sender.chat_id)
@@ -139,7 +150,14 @@ class IntakeService:
             ):
                 log.info("update %s of %s already handled", update_id, sender.channel)
                 return []
-            state, version = await load_conversation(session, sender.channel, sender.chat_id)
+            key = (sender.channel, sender.chat_id)
+            cached = self._states.pop(key, None)
+            if cached is None:
+                state, version = await load_conversation(session, *key)
+            else:
+                # Safe without re-reading: the save below only succeeds if nobody else
+                # saved since this version (else StaleState, and we retry from the store).
+                state, version = cached
             outcome = handle(state, event, self.ctx)
             state = outcome.state
             replies = list(outcome.replies)
@@ -158,7 +176,8 @@ class IntakeService:
                 state = follow.state
                 replies.extend(follow.replies)
                 pending.extend(follow.actions)
-            await save_conversation(session, sender.channel, sender.chat_id, state, version)
+            saved = await save_conversation(session, *key, state, version)
+        self._remember(key, state, saved)
         log.info(
             "chat %s:%s step=%s replies=%d",
             sender.channel,

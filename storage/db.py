@@ -43,6 +43,13 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """Create the async engine with the right per-backend settings."""
     if url.startswith("sqlite"):
         _prepare_sqlite_file(url)
+        # SQLite has one writer at a time. One pooled connection per process makes this
+        # process's transactions queue in order on the pool instead of each sleeping in
+        # SQLite's busy handler (which gave a long latency tail); other processes still
+        # wait on busy_timeout.
+        kwargs.setdefault("pool_size", 1)
+        kwargs.setdefault("max_overflow", 0)
+        kwargs.setdefault("pool_timeout", 60)
         engine = create_async_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
         )
