@@ -12,6 +12,7 @@ directly, which keeps a parse well under a millisecond.
 
 from __future__ import annotations
 
+import gc
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -28,6 +29,12 @@ from nlu.tokenise import tokenise
 DEFAULT_C = 0.5
 #: Character n-gram range: 1-3 did as well as Rasa's 1-4 in cross-validation, smaller.
 CHAR_NGRAMS = (1, 3)
+#: A character n-gram seen in one training message only is dropped. In 5-fold
+#: cross-validation this kept accuracy (macro-F1 0.773 → 0.776) while cutting the character
+#: vocabulary by about two thirds, and with it the coefficient matrices that dominate
+#: training memory, the model file and the parse process's footprint. Word features keep
+#: every term: pruning them cost accuracy.
+CHAR_MIN_DF = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +109,12 @@ class IntentModel:
 # only parses never loads them (about 90 MB of resident memory saved).
 
 
-def _vectorizer(analyzer: Callable[[str], list[str]]) -> Any:
+def _vectorizer(analyzer: Callable[[str], list[str]], min_df: int = 1) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    return TfidfVectorizer(analyzer=analyzer, sublinear_tf=True, lowercase=False, dtype=np.float64)
+    return TfidfVectorizer(
+        analyzer=analyzer, sublinear_tf=True, lowercase=False, dtype=np.float64, min_df=min_df
+    )
 
 
 def _svm(c: float) -> Any:
@@ -140,13 +149,23 @@ def fit_intent_model(
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     step = progress or (lambda _stage: None)
+    # Training memory is bounded by keeping one copy of everything at a time: the two
+    # blocks are freed once stacked, the vectorizers once their vocabularies are copied
+    # out, and the coefficients are scaled in place (see benchmarks/nlu_bench.py).
     word_vec = _vectorizer(analyzers.words)
-    char_vec = _vectorizer(analyzers.chars)
     words = word_vec.fit_transform(texts)
     step("words")
+    char_vec = _vectorizer(analyzers.chars, CHAR_MIN_DF)
     chars = char_vec.fit_transform(texts)
+    char_vec.stop_words_ = None  # the pruned n-grams: large, and never needed again
     step("chars")
-    features = sparse.hstack([words, chars]).tocsr()
+    features = sparse.hstack([words, chars], format="csr")
+    del words, chars
+    word_vocab = {str(k): int(v) for k, v in word_vec.vocabulary_.items()}
+    char_vocab = {str(k): int(v) for k, v in char_vec.vocabulary_.items()}
+    word_idf = word_vec.idf_.astype(np.float64)
+    char_idf = char_vec.idf_.astype(np.float64)
+    del word_vec, char_vec
     labels = np.asarray(intents)
     smallest = min(np.unique(labels, return_counts=True)[1])
     classes = np.unique(labels)
@@ -159,22 +178,30 @@ def fit_intent_model(
         scores = cross_val_predict(_svm(c), features, labels, cv=folds, method="decision_function")
         temperature = fit_temperature(scores, np.searchsorted(classes, labels))
         predicted = classes[scores.argmax(axis=1)]
+        del scores
         metrics = {
             "oof_3fold_accuracy": round(float(accuracy_score(labels, predicted)), 4),
             "oof_3fold_macro_f1": round(float(f1_score(labels, predicted, average="macro")), 4),
             "temperature": round(temperature, 4),
         }
+    gc.collect()
     step("calibration")
     classifier = _svm(c).fit(features, labels)
+    del features
     step("classifier")
+    coef = classifier.coef_
+    coef /= temperature
+    intercept = classifier.intercept_ / temperature
+    label_names = [str(x) for x in classifier.classes_]
+    del classifier
     return IntentModel(
-        labels=[str(x) for x in classifier.classes_],
-        word_vocab={str(k): int(v) for k, v in word_vec.vocabulary_.items()},
-        char_vocab={str(k): int(v) for k, v in char_vec.vocabulary_.items()},
-        word_idf=word_vec.idf_.astype(np.float64),
-        char_idf=char_vec.idf_.astype(np.float64),
-        coef=(classifier.coef_ / temperature).astype(np.float32),
-        intercept=(classifier.intercept_ / temperature).astype(np.float64),
+        labels=label_names,
+        word_vocab=word_vocab,
+        char_vocab=char_vocab,
+        word_idf=word_idf,
+        char_idf=char_idf,
+        coef=coef.astype(np.float32),
+        intercept=intercept.astype(np.float64),
         analyzers=analyzers,
         metrics=metrics,
     )

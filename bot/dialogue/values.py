@@ -110,6 +110,14 @@ def _as_float(value: Any) -> float | None:
         return _number(str(value))
 
 
+def _bare_role(parse: dict[str, Any], entity: str) -> bool:
+    """The NLU found only a role word ("the boss"), not who it is: ask, don't assume."""
+    for item in parse.get("entities") or []:
+        if item.get("entity") == entity:
+            return (item.get("additional_info") or {}).get("kind") == "role"
+    return False
+
+
 def prefill(slots: list[Slot], parse: dict[str, Any]) -> dict[str, Any]:
     """Slot values the first message already answers (entities only, validated)."""
     values: dict[str, Any] = {}
@@ -117,7 +125,7 @@ def prefill(slots: list[Slot], parse: dict[str, Any]) -> dict[str, Any]:
         if slot.entity is None:
             continue
         found = entity_value(parse, slot.entity)
-        if found is None:
+        if found is None or _bare_role(parse, slot.entity):
             continue
         value = read_slot(
             slot,
