@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from actions import casework
 from actions.routing import route_centre, route_department
 from storage import cases as case_repo
 from storage.cases import Actor
@@ -112,6 +113,7 @@ async def file_case(
             "department": case.department.code if case.department else None,
         },
     )
+    await casework.schedule(session, case)
     for item in draft.get("attachments") or []:
         await case_repo.add_event(session, case, "evidence", actor, dict(item))
     if reason == "emergency":
@@ -157,9 +159,11 @@ async def flag_urgent(
     session: AsyncSession, reference: str, kinds: list[str], resident: Resident
 ) -> None:
     reason = "risk:" + ",".join(kinds) if kinds else "risk"
-    await case_repo.set_risk(
+    case = await case_repo.set_risk(
         session, reference, RiskLevel.URGENT, Actor("resident", str(resident.id)), reason
     )
+    if case.escalate_at is not None:  # still unclaimed: the urgent time limit applies now
+        await casework.schedule(session, case)
 
 
 async def request_human(session: AsyncSession, reference: str, resident: Resident) -> None:

@@ -292,6 +292,58 @@ def case_show(
     with_store(settings, work)
 
 
+@app.command("report")
+def report(
+    output: Annotated[
+        str, typer.Option("--format", help="table (default) or csv for spreadsheets")
+    ] = "table",
+) -> None:
+    """Per centre and category: filed, claimed, resolved, closure rate, times, rating."""
+    import csv
+    import sys
+
+    from actions.casework import report as build_report
+
+    settings = settings_or_exit()
+    lang = settings.language
+    if output not in ("table", "csv"):
+        raise fail(
+            t("cli.invalid_choice", lang, name="--format", value=output, choices="table, csv"), 2
+        )
+
+    async def work(store: Store) -> None:
+        async with store.sessions() as session:
+            rows = await build_report(session)
+        keys = (
+            "centre",
+            "category",
+            "filed",
+            "claimed",
+            "resolved",
+            "closure_rate",
+            "median_claim_minutes",
+            "median_resolution_hours",
+            "mean_rating",
+        )
+        if output == "csv":
+            writer = csv.writer(sys.stdout)
+            writer.writerow(keys)
+            for row in rows:
+                writer.writerow(["" if getattr(row, k) is None else getattr(row, k) for k in keys])
+            return
+        if not rows:
+            out.print(t("cli.no_cases", lang))
+            return
+        table = Table()
+        for key in keys:
+            table.add_column(t(f"cli.report.{key}", lang))
+        for row in rows:
+            table.add_row(*["-" if getattr(row, k) is None else str(getattr(row, k)) for k in keys])
+        out.print(table)
+
+    with_store(settings, work)
+
+
 def _nlu_errors() -> tuple[type[Exception], ...]:
     from nlu.config import ConfigError
     from nlu.model_store import ModelError

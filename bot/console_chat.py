@@ -37,8 +37,12 @@ def render(replies: list[Reply], language: str) -> tuple[str, dict[str, str]]:
 
 
 async def chat(
-    service: IntakeService, *, user: str | None = None, stdin: TextIO = sys.stdin,
-    stdout: TextIO = sys.stdout, language: str = "zh",
+    service: IntakeService,
+    *,
+    user: str | None = None,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+    language: str = "zh",
 ) -> None:
     user = user or getpass.getuser()
     sender = Sender(CHANNEL, f"console-{user}", user)
@@ -53,8 +57,7 @@ async def chat(
         if line.strip() in ("/quit", "/exit"):
             break
         event: Event = (
-            ButtonEvent(numbered[line.strip()]) if line.strip() in numbered
-            else text_to_event(line)
+            ButtonEvent(numbered[line.strip()]) if line.strip() in numbered else text_to_event(line)
         )
         replies = await service.handle(sender, event)
         text, numbered = render(replies, language)

@@ -22,17 +22,20 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-from actions import intake
+from actions import casework, intake
 from bot.dialogue.engine import Context, detect_language, handle
 from bot.dialogue.model import (
     Action,
     ActionDone,
     AttachEvidence,
+    AttachmentEvent,
     CaseFiled,
+    CommentCase,
     Event,
     FileCase,
     FlagUrgent,
     LookupStatus,
+    RateCase,
     Reply,
     RequestHuman,
     StatusResult,
@@ -40,8 +43,10 @@ from bot.dialogue.model import (
     UpdateCase,
 )
 from bot.i18n import t
+from bot.notices import CaseNotice, LogNotifier, Notice, Notifier, RelayNotice
 from bot.runtime import Store
 from nlu.interface import NLUBackend
+from storage.cases import Actor
 from storage.conversations import load_conversation, save_conversation
 from storage.db import DatabaseUnavailable
 from storage.errors import StaleState, StoreError
@@ -77,8 +82,10 @@ class IntakeService:
         *,
         reference_prefix: str = "BA",
         timezone: str = "Asia/Shanghai",
+        notifier: Notifier | None = None,
     ) -> None:
         self.store = store
+        self.notifier: Notifier = notifier or LogNotifier()
         self.nlu = nlu
         self.ctx = ctx
         self.reference_prefix = reference_prefix
@@ -127,7 +134,10 @@ class IntakeService:
                     reraise=True,
                 ):
                     with attempt:
-                        return await self._handle_once(sender, event, update_id)
+                        replies, notices = await self._handle_once(sender, event, update_id)
+            if notices:
+                await self._deliver(notices)
+            return replies
         except (SQLAlchemyError, DatabaseUnavailable, OSError, StaleState) as error:
             # The error text may quote the resident's words: details only at DEBUG.
             log.warning(
@@ -141,15 +151,22 @@ class IntakeService:
             return [Reply(t("dialogue.db_unavailable", language))]
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
+    async def _deliver(self, notices: list[Notice]) -> None:
+        try:
+            await self.notifier.deliver(notices)
+        except Exception as error:  # the resident's reply must not depend on the desk
+            log.warning("could not deliver %d notice(s): %s", len(notices), type(error).__name__)
+
     async def _handle_once(
         self, sender: Sender, event: Event, update_id: int | None
-    ) -> list[Reply]:
+    ) -> tuple[list[Reply], list[Notice]]:
+        notices: list[Notice] = []
         async with self.store.sessions.begin() as session:
             if update_id is not None and not await record_processed_update(
                 session, sender.channel, update_id
             ):
                 log.info("update %s of %s already handled", update_id, sender.channel)
-                return []
+                return [], []
             key = (sender.channel, sender.chat_id)
             cached = self._states.pop(key, None)
             if cached is None:
@@ -158,6 +175,10 @@ class IntakeService:
                 # Safe without re-reading: the save below only succeeds if nobody else
                 # saved since this version (else StaleState, and we retry from the store).
                 state, version = cached
+            relayed = await self._relay(session, sender, state, event, notices)
+            if relayed is not None:
+                self._remember(key, state, version)
+                return relayed, notices
             outcome = handle(state, event, self.ctx)
             state = outcome.state
             replies = list(outcome.replies)
@@ -169,7 +190,7 @@ class IntakeService:
                     resident = await get_or_create_resident(
                         session, sender.channel, sender.user_id, str(state.get("lang", "zh"))
                     )
-                result = await self._run(session, action, sender, resident, state)
+                result = await self._run(session, action, sender, resident, state, notices)
                 if result is None:
                     continue
                 follow = handle(state, result, self.ctx)
@@ -185,7 +206,48 @@ class IntakeService:
             state.get("step"),
             len(replies),
         )
-        return replies
+        return replies, notices
+
+    async def _relay(
+        self,
+        session: AsyncSession,
+        sender: Sender,
+        state: dict[str, Any],
+        event: Event,
+        notices: list[Notice],
+    ) -> list[Reply] | None:
+        """While a mediator works the resident's case, their words go to the mediator.
+
+        Only when no new intake is in progress, and never for commands, buttons or an
+        alarm (those still reach the engine: /status and /cancel keep working, and a
+        risk is answered at once).
+        """
+        if state.get("draft") or state.get("comment_for"):
+            return None
+        text = attachment = None
+        if isinstance(event, TextEvent):
+            risk = (event.parse or {}).get("risk") or {}
+            if risk.get("flagged") or not event.text.strip():
+                return None
+            text = event.text
+        elif isinstance(event, AttachmentEvent):
+            attachment = {
+                "kind": event.kind,
+                "file_id": event.file_id,
+                "size": event.size,
+                "mime_type": event.mime_type,
+                "file_name": event.file_name,
+            }
+        else:
+            return None
+        case = await casework.active_case_for_chat(session, sender.channel, sender.chat_id)
+        if case is None or case.mediator is None:
+            return None
+        actor = Actor("resident", str(case.resident_id))
+        data: dict[str, Any] = {"text": text} if text is not None else dict(attachment or {})
+        await casework.record_message(session, case, "message_in", actor, data)
+        notices.append(RelayNotice(case.reference, case.mediator.external_id, text, attachment))
+        return []
 
     async def _run(
         self,
@@ -194,6 +256,7 @@ class IntakeService:
         sender: Sender,
         resident: Resident,
         state: dict[str, object],
+        notices: list[Notice],
     ) -> Event | None:
         """Carry out one action; its result goes back into the engine as an event."""
         language = str(state.get("lang", "zh"))
@@ -212,6 +275,8 @@ class IntakeService:
                         prefix=self.reference_prefix,
                         timezone=self.timezone,
                     )
+                    kind = {"emergency": "urgent", "human": "human"}.get(reason, "filed")
+                    notices.append(CaseNotice(kind, filed.reference))  # type: ignore[arg-type]
                     return CaseFiled(filed.reference, reason, filed.centre_zh, filed.centre_en)
                 case UpdateCase(reference=reference, draft=draft):
                     await intake.update_case(
@@ -220,13 +285,27 @@ class IntakeService:
                     return None
                 case FlagUrgent(reference=reference, kinds=kinds):
                     await intake.flag_urgent(session, reference, list(kinds), resident)
+                    notices.append(CaseNotice("urgent", reference))
                     return ActionDone("urgent", reference)
                 case RequestHuman(reference=reference):
                     await intake.request_human(session, reference, resident)
+                    notices.append(CaseNotice("human", reference))
                     return ActionDone("request_human", reference)
                 case AttachEvidence(reference=reference, attachment=attachment):
                     await intake.attach_evidence(session, reference, attachment, resident)
                     return ActionDone("attach", reference)
+                case RateCase(reference=reference, rating=rating):
+                    _, follow_up = await casework.rate(
+                        session, reference, rating, (sender.channel, sender.chat_id)
+                    )
+                    if follow_up:
+                        notices.append(CaseNotice("follow_up", reference))
+                    return None
+                case CommentCase(reference=reference, text=text):
+                    await casework.comment(
+                        session, reference, text, (sender.channel, sender.chat_id)
+                    )
+                    return None
                 case LookupStatus():
                     cases = await intake.lookup_status(session, resident)
                     return StatusResult(

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     centres_file: Path = Field(
         default=Path("storage/data/baoan_centres.yml"), alias="TIAOJIE_CENTRES_FILE"
     )
+    sweep_seconds: int = Field(default=60, ge=0, le=3600, alias="TIAOJIE_SWEEP_SECONDS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="TIAOJIE_LOG_LEVEL"
     )

@@ -502,3 +502,24 @@ def test_engine_does_not_mutate_its_input() -> None:
     frozen = json.dumps(state)
     handle(state, TextEvent("你好", parse("greet")), CTX)
     assert json.dumps(state) == frozen
+
+
+def test_a_bare_role_word_is_asked_not_prefilled() -> None:
+    chat = Chat()
+    chat.text(
+        "老板欠了我三个月工资",
+        intent="dispute_labor",
+        entities=[{"entity": "counterparty", "value": "老板", "additional_info": {"kind": "role"}}],
+    )
+    chat.send(ButtonEvent("yes"))
+    assert chat.step == "slot" and chat.state["draft"]["slot"] == "employer"
+    chat = Chat()
+    chat.text(
+        "宏达电子厂欠了我工资",
+        intent="dispute_labor",
+        entities=[
+            {"entity": "counterparty", "value": "宏达电子厂", "additional_info": {"kind": "name"}}
+        ],
+    )
+    out = chat.send(ButtonEvent("yes"))
+    assert chat.step == "confirm_prefill" and "宏达电子厂" in out.replies[0].text

@@ -43,6 +43,7 @@ class Bot:
     store: Store
     settings: Settings
     port: int
+    app: web.Application
 
     async def say(self, chat_id: int, text: str, **kw: Any) -> int:
         return self.api.push_update(self.api.text_update(chat_id, text, **kw))
@@ -104,7 +105,7 @@ async def running_bot(
         site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         try:
-            yield Bot(api, store, settings, port)
+            yield Bot(api, store, settings, port, app)
         finally:
             await runner.cleanup()
             await store.close()

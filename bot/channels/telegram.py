@@ -261,6 +261,7 @@ def build_application(settings: Settings, service: IntakeService) -> Application
 
 TELEGRAM = web.AppKey("telegram", Application)
 TELEGRAM_SETTINGS = web.AppKey("telegram_settings", Settings)
+DESK = web.AppKey("desk", object)
 
 
 async def telegram_webhook(request: web.Request) -> web.Response:
@@ -287,8 +288,14 @@ async def telegram_webhook(request: web.Request) -> web.Response:
 
 def add_telegram(app: web.Application, settings: Settings, service: IntakeService) -> None:
     """Run the bot inside our aiohttp app: polling, or webhook on our own route."""
+    from bot.channels.telegram_desk import TelegramDesk
+
     application = build_application(settings, service)
+    desk = TelegramDesk(application, service.store, settings)
+    desk.add_handlers()
+    service.notifier = desk
     app[TELEGRAM] = application
+    app[DESK] = desk
     app[TELEGRAM_SETTINGS] = settings
     if settings.telegram_webhook_url:
         app.router.add_post(webhook_path(settings), telegram_webhook)
@@ -305,6 +312,12 @@ def add_telegram(app: web.Application, settings: Settings, service: IntakeServic
             )
         elif application.updater is not None:
             await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+        if application.job_queue is not None and settings.sweep_seconds > 0:
+            # Escalations and lost announcements; the schedule itself is in the store.
+            async def sweep(_context: ContextTypes.DEFAULT_TYPE) -> None:
+                await desk.sweep()
+
+            application.job_queue.run_repeating(sweep, interval=settings.sweep_seconds, first=5)
         log.info("telegram started (%s)", "webhook" if settings.telegram_webhook_url else "polling")
         yield
         if application.updater is not None and application.updater.running:

@@ -30,6 +30,7 @@ from bot.dialogue.model import (
     ButtonEvent,
     CaseFiled,
     CommandEvent,
+    CommentCase,
     ContactEvent,
     Event,
     FileCase,
@@ -37,6 +38,7 @@ from bot.dialogue.model import (
     LocationEvent,
     LookupStatus,
     Outcome,
+    RateCase,
     Reply,
     RequestHuman,
     StatusResult,
@@ -176,6 +178,11 @@ def _dispatch(turn: _Turn, event: Event) -> None:
             _on_text(turn, event)
         case ButtonEvent(payload=payload) if payload.startswith("lang:"):
             _set_language(turn, payload.removeprefix("lang:"))
+        case ButtonEvent(payload=payload) if payload.startswith("rate:"):
+            _on_rating(turn, payload)
+        case ButtonEvent(payload="skip") if turn.state.get("comment_for"):
+            turn.state.pop("comment_for")
+            turn.say("comment_thanks")
         case ButtonEvent() | LocationEvent() | ContactEvent():
             _on_answer(turn, event)
 
@@ -212,6 +219,11 @@ def _on_text(turn: _Turn, event: TextEvent) -> None:
         return
     if _is_emergency(turn, event.parse):
         _on_emergency(turn, event)
+        return
+    if state.get("comment_for"):
+        reference = state.pop("comment_for")
+        turn.actions.append(CommentCase(reference, text))
+        turn.say("comment_thanks")
         return
     name, confidence = _intent(event.parse)
     needed = turn.ctx.anytime_threshold if state["step"] in FREE_TEXT_STEPS else turn.ctx.threshold
@@ -293,6 +305,17 @@ def _raise_urgent(turn: _Turn, kinds: list[str], *, say: bool = True) -> None:
         turn.actions.append(FlagUrgent(draft["reference"], tuple(kinds)))
     else:
         turn.actions.append(FileCase(copy.deepcopy(draft), "emergency"))
+
+
+# ------------------------------------------------------------------------------ ratings
+
+
+def _on_rating(turn: _Turn, payload: str) -> None:
+    """A 1–5 rating button from the message that told the resident the outcome."""
+    _, reference, value = payload.split(":")
+    turn.actions.append(RateCase(reference, int(value)))
+    turn.state["comment_for"] = reference
+    turn.say("rating_thanks", [[Button(t("dialogue.skip", turn.lang), "skip")]])
 
 
 # ------------------------------------------------------------------------------ results

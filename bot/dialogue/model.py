@@ -157,7 +157,28 @@ class AttachEvidence:
     attachment: dict[str, Any]
 
 
-Action = FileCase | UpdateCase | FlagUrgent | RequestHuman | LookupStatus | AttachEvidence
+@dataclass(frozen=True, slots=True)
+class RateCase:
+    reference: str
+    rating: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommentCase:
+    reference: str
+    text: str
+
+
+Action = (
+    FileCase
+    | UpdateCase
+    | FlagUrgent
+    | RequestHuman
+    | LookupStatus
+    | AttachEvidence
+    | RateCase
+    | CommentCase
+)
 
 
 @dataclass(frozen=True, slots=True)
