@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import lazyload
 
 from storage import cases as case_repo
 from storage.cases import OPEN_STATUSES, Actor
@@ -58,8 +59,9 @@ class Network:
 
     @classmethod
     async def load(cls, session: AsyncSession) -> Network:
-        centres = (await session.execute(select(Centre))).scalars()
-        return cls({c.id: c for c in centres})
+        # Routing needs the tree only, not each centre's partner departments.
+        query = select(Centre).options(lazyload(Centre.departments))
+        return cls({c.id: c for c in (await session.execute(query)).scalars()})
 
     def by_code(self, code: str) -> Centre | None:
         return next((c for c in self.by_id.values() if c.code == code), None)

@@ -8,17 +8,17 @@ resident is never told "filed" for a case that is not there.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions import casework
-from actions.routing import route_centre, route_department
+from actions.routing import route_department, route_in
 from storage import cases as case_repo
 from storage.cases import Actor
-from storage.models import Case, CaseEvent, Resident, RiskLevel
-from storage.people import set_resident_phone
+from storage.models import Case, CaseEvent, Resident, RiskLevel, utcnow
 from storage.phone import PhoneVault, mask_phone
 
 #: How much of the resident's words the one-line summary on cards and lists shows.
@@ -45,31 +45,43 @@ def _fields(draft: dict[str, Any]) -> dict[str, Any]:
     return {str(k): v for k, v in (draft.get("slots") or {}).items()}
 
 
-async def _apply_draft(
-    session: AsyncSession, case: Case, draft: dict[str, Any], vault: PhoneVault
-) -> None:
-    """Copy what the resident answered onto the case and route it."""
-    case.category = draft.get("category") or "dispute_other"
-    case.resident_words = _words(draft)
-    case.summary = _summary(draft)
-    case.fields = _fields(draft)
-    case.contact_consent = bool(draft.get("consent"))
-    street_code = draft.get("street")
-    centre = await route_centre(session, street_code, draft.get("community"))
-    department = await route_department(session, case.category)
-    # Assign the objects, not just ids: the caller reads case.centre right after.
-    case.centre = centre
-    case.department = department
-    case.street = centre.street if centre and centre.street else None
-    case.community = draft.get("community")
+async def _draft_values(
+    session: AsyncSession, draft: dict[str, Any], vault: PhoneVault
+) -> dict[str, Any]:
+    """Every case column the resident's answers decide, routing included.
+
+    Computed before the case is written so filing is one INSERT, not an INSERT and a
+    round of UPDATEs (filing is the slowest step of a conversation).
+    """
+    category = draft.get("category") or "dispute_other"
+    network = await casework.Network.load(session)
+    centre = route_in(network, draft.get("street"), draft.get("community"))
+    risk = RiskLevel(draft.get("risk") or "normal")
+    values: dict[str, Any] = {
+        "category": category,
+        "resident_words": _words(draft),
+        "summary": _summary(draft),
+        "fields": _fields(draft),
+        "contact_consent": bool(draft.get("consent")),
+        # Objects, not just ids: callers read case.centre right after.
+        "centre": centre,
+        "department": await route_department(session, category),
+        "street": centre.street if centre and centre.street else None,
+        "community": draft.get("community"),
+        "risk_level": risk,
+        "escalate_at": utcnow() + timedelta(minutes=network.claim_minutes(centre, risk)),
+    }
     phone = draft.get("phone")
     if phone:
-        case.phone_encrypted = vault.encrypt(phone)
-        case.phone_masked = mask_phone(phone)
-    risk = RiskLevel(draft.get("risk") or "normal")
-    if case.risk_level != RiskLevel.URGENT and risk != RiskLevel.NORMAL:
-        case.risk_level = risk
-    await session.flush()
+        values["phone_encrypted"] = vault.encrypt(phone)
+        values["phone_masked"] = mask_phone(phone)
+    return values
+
+
+def _resident_phone(resident: Resident, phone: str | None, vault: PhoneVault) -> None:
+    if phone:
+        resident.phone_encrypted = vault.encrypt(phone)
+        resident.phone_masked = mask_phone(phone)
 
 
 async def file_case(
@@ -85,12 +97,11 @@ async def file_case(
     prefix: str = "BA",
     timezone: str = "Asia/Shanghai",
 ) -> Filed:
-    """Create the case, route it, record its first events; returns the reference."""
+    """Create the case, routed and scheduled, with its first events; returns the reference."""
     actor = Actor("resident", str(resident.id))
+    values = await _draft_values(session, draft, vault)
     case = await case_repo.file_case(
         session,
-        category=draft.get("category") or "dispute_other",
-        resident_words=_words(draft),
         channel=channel,
         prefix=prefix,
         timezone=timezone,
@@ -98,34 +109,26 @@ async def file_case(
         chat_id=str(chat_id),
         resident_id=resident.id,
         language=language,
-        risk_level=RiskLevel(draft.get("risk") or "normal"),
+        **values,
     )
-    await _apply_draft(session, case, draft, vault)
-    if draft.get("phone"):
-        await set_resident_phone(session, resident, draft["phone"], vault)
-    await case_repo.add_event(
-        session,
-        case,
-        "routed",
-        Actor.system(),
-        {
-            "centre": case.centre.code if case.centre else None,
-            "department": case.department.code if case.department else None,
-        },
-    )
-    await casework.schedule(session, case)
-    for item in draft.get("attachments") or []:
-        await case_repo.add_event(session, case, "evidence", actor, dict(item))
-    if reason == "emergency":
-        await case_repo.add_event(
-            session,
-            case,
-            "escalation",
+    _resident_phone(resident, draft.get("phone"), vault)
+    events: list[tuple[str, Actor, dict[str, Any]]] = [
+        (
+            "routed",
             Actor.system(),
-            {"reason": "risk", "kinds": list(draft.get("risk_kinds") or [])},
+            {
+                "centre": case.centre.code if case.centre else None,
+                "department": case.department.code if case.department else None,
+            },
         )
+    ]
+    events += [("evidence", actor, dict(item)) for item in draft.get("attachments") or []]
+    if reason == "emergency":
+        kinds = list(draft.get("risk_kinds") or [])
+        events.append(("escalation", Actor.system(), {"reason": "risk", "kinds": kinds}))
     elif reason == "human":
-        await case_repo.add_event(session, case, "human_requested", actor, {})
+        events.append(("human_requested", actor, {}))
+    await case_repo.add_events(session, case, events)
     return Filed(
         case.reference,
         case.centre.name_zh if case.centre else None,
@@ -143,9 +146,13 @@ async def update_case(
 ) -> None:
     """Complete a case filed early (emergency, request for a person) with the full form."""
     case = await case_repo.get_case(session, reference)
-    await _apply_draft(session, case, draft, vault)
-    if draft.get("phone"):
-        await set_resident_phone(session, resident, draft["phone"], vault)
+    values = await _draft_values(session, draft, vault)
+    values.pop("escalate_at")  # the clock set at filing keeps running
+    if case.risk_level == RiskLevel.URGENT:
+        values.pop("risk_level")  # never lowered by finishing the form
+    for key, value in values.items():
+        setattr(case, key, value)
+    _resident_phone(resident, draft.get("phone"), vault)
     await case_repo.add_event(
         session,
         case,

@@ -8,16 +8,20 @@ file is the lead.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Centre, CentreLevel, Department
 
+if TYPE_CHECKING:
+    from actions.casework import Network
 
-async def route_centre(
-    session: AsyncSession, street_code: str | None, community: str | None
-) -> Centre | None:
-    centres = list((await session.execute(select(Centre).where(Centre.active))).scalars())
+
+def route_in(network: Network, street_code: str | None, community: str | None) -> Centre | None:
+    """The community station, else the street sub-centre, else the district centre."""
+    centres = [c for c in network.by_id.values() if c.active]
     street = next(
         (c for c in centres if c.level == CentreLevel.STREET and c.code == street_code), None
     )

@@ -114,6 +114,17 @@ async def add_event(
     return entry
 
 
+async def add_events(
+    session: AsyncSession, case: Case, entries: Sequence[tuple[str, Actor, dict[str, Any]]]
+) -> None:
+    """Append several timeline entries with one flush (one batched INSERT)."""
+    session.add_all(
+        CaseEvent(case_id=case.id, kind=kind, actor_type=actor.kind, actor_id=actor.id, data=data)
+        for kind, actor, data in entries
+    )
+    await session.flush()
+
+
 async def file_case(
     session: AsyncSession,
     *,

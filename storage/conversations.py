@@ -9,22 +9,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import StaleState
 from storage.models import Conversation, utcnow
 
+#: Built once: constructing a statement costs more than running it on SQLite, and these
+#: two run for every message of every chat.
+_LOAD = select(Conversation.state, Conversation.version).where(
+    Conversation.channel == bindparam("channel"), Conversation.chat_id == bindparam("chat_id")
+)
+_SAVE = (
+    update(Conversation)
+    .where(
+        Conversation.channel == bindparam("b_channel"),
+        Conversation.chat_id == bindparam("b_chat_id"),
+        Conversation.version == bindparam("b_version"),
+    )
+    .values(
+        state=bindparam("state"), version=bindparam("version"), updated_at=bindparam("updated_at")
+    )
+    .execution_options(synchronize_session=False)
+)
+
 
 async def load_conversation(
     session: AsyncSession, channel: str, chat_id: str
 ) -> tuple[dict[str, Any], int]:
     """The saved state and its version; a chat never seen has ``({}, 0)``."""
-    query = select(Conversation.state, Conversation.version).where(
-        Conversation.channel == channel, Conversation.chat_id == str(chat_id)
-    )
-    row = (await session.execute(query)).one_or_none()
+    row = (
+        await session.execute(_LOAD, {"channel": channel, "chat_id": str(chat_id)})
+    ).one_or_none()
     if row is None:
         return {}, 0
     return dict(row.state or {}), int(row.version)
@@ -42,15 +59,17 @@ async def save_conversation(
         except IntegrityError:
             raise StaleState(chat_id, expected_version) from None
         return 1
-    result = await session.execute(
-        update(Conversation)
-        .where(
-            Conversation.channel == channel,
-            Conversation.chat_id == chat_id,
-            Conversation.version == expected_version,
-        )
-        .values(state=state, version=expected_version + 1, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
+    connection = await session.connection()
+    result = await connection.execute(
+        _SAVE,
+        {
+            "b_channel": channel,
+            "b_chat_id": chat_id,
+            "b_version": expected_version,
+            "state": state,
+            "version": expected_version + 1,
+            "updated_at": utcnow(),
+        },
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise StaleState(chat_id, expected_version)

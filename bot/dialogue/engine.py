@@ -15,6 +15,7 @@ from this chat).
 from __future__ import annotations
 
 import copy
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,7 +152,9 @@ def initial_state() -> dict[str, Any]:
 
 def handle(state: dict[str, Any], event: Event, ctx: Context) -> Outcome:
     """Advance the conversation by one event. Never mutates ``state``."""
-    turn = _Turn(state=copy.deepcopy(state) if state else initial_state(), ctx=ctx)
+    # State is JSON (it is stored as JSON); a JSON round trip copies it several times
+    # faster than copy.deepcopy, and keeps the engine from mutating its input.
+    turn = _Turn(state=json.loads(json.dumps(state)) if state else initial_state(), ctx=ctx)
     step = turn.state.get("step")
     offered = turn.state.get("offered") or {}
     if isinstance(event, TextEvent) and event.text.strip() in offered:
