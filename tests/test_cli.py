@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import os
 import socket
 import subprocess
@@ -57,6 +59,13 @@ def test_help_on_every_command(cli_env: dict[str, str]) -> None:
         ["case", "list"],
         ["case", "show"],
         ["run"],
+        ["chat"],
+        ["report"],
+        ["nlu"],
+        ["nlu", "train"],
+        ["nlu", "test"],
+        ["nlu", "parse"],
+        ["nlu", "shell"],
     ]
     for command in commands:
         result = run_cli(*command, "--help", env=cli_env)
@@ -127,6 +136,15 @@ def test_admin_session(cli_env: dict[str, str], tmp_path: Path) -> None:
     )  # audit of the first look
     missing = run_cli("case", "show", "BA-20000101-0001", env=cli_env)
     assert missing.returncode == 1 and "No case with reference" in missing.stderr
+
+    table = run_cli("report", env=cli_env)
+    assert table.returncode == 0 and "fuyong" in table.stdout and "Closure rate" in table.stdout
+    csv_out = run_cli("report", "--format", "csv", env=cli_env)
+    rows = list(csv.reader(io.StringIO(csv_out.stdout)))
+    assert rows[0][:3] == ["centre", "category", "filed"]
+    assert rows[1][:6] == ["fuyong", "dispute_gig_work", "1", "0", "0", "0.0"]
+    wrong = run_cli("report", "--format", "xls", env=cli_env)
+    assert wrong.returncode == 2 and "xls" in wrong.stderr
 
 
 def test_unreachable_database_is_one_clear_line(cli_env: dict[str, str]) -> None:
