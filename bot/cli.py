@@ -88,6 +88,8 @@ def setup_logging(settings: Settings) -> None:
     )
     # httpx logs every Bot API URL, which contains the bot token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The escalation sweep runs every minute; APScheduler would log each run at INFO.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 @db_app.command("upgrade")
