@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import StaleState
@@ -52,14 +53,19 @@ async def save_conversation(
 ) -> int:
     """Save ``state`` if nobody saved since ``expected_version``; returns the new version."""
     chat_id = str(chat_id)
-    if expected_version == 0:
-        try:
-            async with session.begin_nested():
-                session.add(Conversation(channel=channel, chat_id=chat_id, state=state, version=1))
-        except IntegrityError:
-            raise StaleState(chat_id, expected_version) from None
-        return 1
     connection = await session.connection()
+    if expected_version == 0:
+        # First save of a chat: an insert that does nothing if another process got there
+        # first (then that process's state wins and we retry), without a savepoint.
+        insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+        created = await connection.execute(
+            insert(Conversation)
+            .values(channel=channel, chat_id=chat_id, state=state, version=1, updated_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["channel", "chat_id"])
+        )
+        if created.rowcount != 1:  # type: ignore[attr-defined]
+            raise StaleState(chat_id, expected_version)
+        return 1
     result = await connection.execute(
         _SAVE,
         {
