@@ -20,7 +20,7 @@ import numpy as np
 from nlu.config import EngineConfig, load_config
 from nlu.entities import EntityExtractor, EntityRules, build_rules
 from nlu.intent_model import IntentModel, analyzers_for, fit_intent_model
-from nlu.interface import FALLBACK_INTENT, IntentScore, ParseResult
+from nlu.interface import FALLBACK_INTENT, IntentScore, ParseResult, Risk
 from nlu.model_store import StoredModel, latest_model, load_model, save_model
 from nlu.normalise import CLASSIFIER_MAX_CHARS, SCAN_MAX_CHARS, normalise, normalise_text
 from nlu.risk import RiskRules, load_risk_rules
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 #: Rasa's LABEL_RANKING_LENGTH.
 RANKING_LENGTH = 10
+EMERGENCY = "emergency"
 DEFAULT_DATA = Path("nlu/data")
 DEFAULT_CONFIG = Path("config.yml")
 
@@ -88,7 +89,9 @@ class BuiltinEngine:
             text = str(text, "utf-8", "replace") if isinstance(text, bytes) else str(text)
         normalised = normalise(text, SCAN_MAX_CHARS)
         risk = self.risk_rules.check_normalised(normalised.text)
-        intent, ranking = self.decide(self.intent_scores(normalised.text))
+        scores = self.intent_scores(normalised.text)
+        intent, ranking = self.decide(scores)
+        risk = self._classifier_doubt(risk, scores)
         try:
             entities = self.entities.extract(normalised, text)
         except Exception:  # an entity rule must never cost the resident a parse
@@ -97,6 +100,16 @@ class BuiltinEngine:
         return ParseResult(
             text=text, intent=intent, entities=entities, intent_ranking=ranking, risk=risk
         )
+
+    def _classifier_doubt(self, risk: Risk, scores: list[IntentScore]) -> Risk:
+        """Add a flag when ``emergency`` is likely enough, though not the top intent."""
+        threshold = self.risk_rules.classifier_threshold
+        if risk["flagged"] or threshold is None:
+            return risk
+        emergency = next((s["confidence"] for s in scores if s["name"] == EMERGENCY), 0.0)
+        if emergency < threshold:
+            return risk
+        return Risk(flagged=True, kinds=["possible_emergency"], matches=[])
 
     async def parse(self, text: str) -> ParseResult:
         """The :class:`~nlu.interface.NLUBackend` call: CPU-bound, well under a millisecond,

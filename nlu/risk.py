@@ -35,7 +35,15 @@ class _Kind:
 class RiskRules:
     """Compiled risk rules; ``check`` is cheap and never raises for odd text."""
 
-    def __init__(self, kinds: dict[str, list[str]], ignore: list[str]) -> None:
+    def __init__(
+        self,
+        kinds: dict[str, list[str]],
+        ignore: list[str],
+        classifier_threshold: float | None = None,
+    ) -> None:
+        #: Flag when the classifier gives ``emergency`` at least this probability, even
+        #: if another intent scores higher (see ``classifier_threshold`` in risk.yml).
+        self.classifier_threshold = classifier_threshold
         self._kinds: list[_Kind] = []
         for name, patterns in kinds.items():
             try:
@@ -55,7 +63,16 @@ class RiskRules:
         kinds = raw.get("kinds") or {}
         if not isinstance(kinds, dict) or not all(isinstance(v, list) for v in kinds.values()):
             raise RiskRulesError(f"{path}: 'kinds' must map a kind name to a list of patterns")
-        return cls({k: [str(p) for p in v] for k, v in kinds.items()}, raw.get("ignore") or [])
+        threshold = raw.get("classifier_threshold")
+        if threshold is not None and not (
+            isinstance(threshold, int | float) and 0 < threshold <= 1
+        ):
+            raise RiskRulesError(f"{path}: 'classifier_threshold' must be a number in (0, 1]")
+        return cls(
+            {k: [str(p) for p in v] for k, v in kinds.items()},
+            raw.get("ignore") or [],
+            float(threshold) if threshold is not None else None,
+        )
 
     @property
     def kinds(self) -> list[str]:

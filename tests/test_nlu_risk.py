@@ -68,3 +68,51 @@ def test_bad_rules_file(tmp_path):
     path.write_text("kinds:\n  threat:\n    - '(unclosed'\n", encoding="utf-8")
     with pytest.raises(RiskRulesError, match="threat"):
         RiskRules.from_file(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "工地上有人拿钢管打我们的工友",
+        "他爸拿着铁棍在楼下守着",
+        "對面屋企的細路兩天沒吃飯,大人不見了,門鎖著",
+        "she swallowed rat poison",
+        "someone is dragging a little girl into a van",
+        "he is trying to strangle her",
+        "they set the warehouse on fire",
+    ],
+)
+def test_more_danger_now_is_flagged(text: str) -> None:
+    assert load_risk_rules().check(text)["flagged"], text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["装修队用钢管搭脚手架", "孩子两天没去上学了", "the car was dragged away by the tow truck",
+     "we drank tea with the landlord", "老板拿着合同等我签字", "my kid hasn't eaten lunch at school"],
+)
+def test_everyday_words_are_not_flagged(text: str) -> None:
+    assert not load_risk_rules().check(text)["flagged"], text
+
+
+def test_classifier_doubt_flags_when_emergency_is_likely_enough(nlu, tmp_path) -> None:
+    from nlu.engine import BuiltinEngine
+
+    def engine(threshold: float | None) -> BuiltinEngine:
+        rules = RiskRules({}, [], classifier_threshold=threshold)
+        return BuiltinEngine(nlu.intent_model, nlu.entity_rules, nlu.config, rules)
+
+    text = "楼上邻居装修太吵了"
+    assert engine(None).parse_sync(text)["risk"]["flagged"] is False
+    doubt = engine(1e-300).parse_sync(text)["risk"]
+    assert doubt["flagged"] is True and doubt["kinds"] == ["possible_emergency"]
+    assert engine(0.999).parse_sync(text)["risk"]["flagged"] is False
+    bad = tmp_path / "risk.yml"
+    bad.write_text("kinds: {x: [a]}\nclassifier_threshold: 7\n", encoding="utf-8")
+    with pytest.raises(RiskRulesError, match="classifier_threshold"):
+        RiskRules.from_file(bad)
+
+
+def test_shipped_rules_use_the_classifier_threshold() -> None:
+    threshold = load_risk_rules().classifier_threshold
+    assert threshold is not None and 0 < threshold < 0.5
