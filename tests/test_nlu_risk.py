@@ -88,8 +88,14 @@ def test_more_danger_now_is_flagged(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["装修队用钢管搭脚手架", "孩子两天没去上学了", "the car was dragged away by the tow truck",
-     "we drank tea with the landlord", "老板拿着合同等我签字", "my kid hasn't eaten lunch at school"],
+    [
+        "装修队用钢管搭脚手架",
+        "孩子两天没去上学了",
+        "the car was dragged away by the tow truck",
+        "we drank tea with the landlord",
+        "老板拿着合同等我签字",
+        "my kid hasn't eaten lunch at school",
+    ],
 )
 def test_everyday_words_are_not_flagged(text: str) -> None:
     assert not load_risk_rules().check(text)["flagged"], text
