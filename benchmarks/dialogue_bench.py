@@ -194,8 +194,10 @@ async def main(conversations: int, concurrency: int) -> None:
         await store.close()
     ceiling = await run_echo(int(intake["messages"]), concurrency)
 
-    print(f"tiaojie dialogue benchmark — {time.strftime('%Y-%m-%d')} — "
-          f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"tiaojie dialogue benchmark — {time.strftime('%Y-%m-%d')} — "
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     print(f"{'':24}{'intake (SQLite)':>18}{'echo ceiling':>16}")
     print(f"{'messages':24}{intake['messages']:>18.0f}{ceiling['messages']:>16.0f}")
     print(f"{'messages/s':24}{intake['messages_per_s']:>18.1f}{ceiling['messages_per_s']:>16.1f}")

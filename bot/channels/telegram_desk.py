@@ -592,7 +592,7 @@ def _category(category: str) -> str:
 
 
 def _risk_badge(case: Case) -> str:
-    return {"urgent": "🔴 紧急", "elevated": "🟠 关注"}.get(case.risk_level.value, "🟢 一般")
+    return t(f"desk.risk.{case.risk_level.value}", "zh")
 
 
 def card_text(case: Case, title: str) -> str:

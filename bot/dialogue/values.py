@@ -11,22 +11,11 @@ import re
 from typing import Any
 
 from bot.dialogue.forms import Slot
+from nlu.numbers import chinese_to_number
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_CN_DIGITS = {
-    "零": 0,
-    "一": 1,
-    "二": 2,
-    "两": 2,
-    "三": 3,
-    "四": 4,
-    "五": 5,
-    "六": 6,
-    "七": 7,
-    "八": 8,
-    "九": 9,
-}
-_CN_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
+#: A run of Chinese numerals inside an answer ("大概五千块" → 五千).
+_CN_RUN = re.compile(r"[零〇一二两三四五六七八九十百千万]+")
 
 
 def entity_value(parse: dict[str, Any], entity: str) -> Any:
@@ -37,34 +26,8 @@ def entity_value(parse: dict[str, Any], entity: str) -> Any:
     return None
 
 
-def chinese_number(text: str) -> float | None:
-    """``三千`` → 3000, ``八万八`` → 88000, ``两个`` → 2: small common forms only."""
-    total, section, digit = 0, 0, None
-    found = False
-    last_unit = 1
-    for char in text:
-        if char in _CN_DIGITS:
-            digit, found = _CN_DIGITS[char], True
-        elif char in _CN_UNITS and (digit is not None or char == "十" or section > 0):
-            unit = _CN_UNITS[char]
-            value = 1 if digit is None else digit
-            if unit == 10000:
-                total += (section + value if digit is not None else section or 1) * unit
-                section = 0
-            else:
-                section += value * unit
-            digit, found, last_unit = None, True, unit
-        elif found:
-            break
-    if not found:
-        return None
-    if digit is not None:
-        # 八万八 = 88000: a trailing digit takes a tenth of the last unit.
-        section += digit * (last_unit // 10 if last_unit >= 10 else 1)
-    return float(total + section)
-
-
 def _number(text: str) -> float | None:
+    """A number in a free answer: digits (with 万) first, else Chinese numerals."""
     cleaned = text.replace(",", "").replace(",", "")
     match = _NUMBER.search(cleaned)
     if match:
@@ -72,7 +35,11 @@ def _number(text: str) -> float | None:
         if "万" in cleaned[match.end() : match.end() + 2]:
             value *= 10000
         return value
-    return chinese_number(cleaned)
+    for run in _CN_RUN.findall(cleaned):
+        value = chinese_to_number(run)
+        if value is not None:
+            return value
+    return None
 
 
 def read_slot(slot: Slot, text: str, parse: dict[str, Any]) -> Any | None:
