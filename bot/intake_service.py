@@ -177,8 +177,9 @@ class IntakeService:
                 state, version = cached
             relayed = await self._relay(session, sender, state, event, notices)
             if relayed is not None:
-                self._remember(key, state, version)
-                return relayed, notices
+                saved = await save_conversation(session, *key, relayed[1], version)
+                self._remember(key, relayed[1], saved)
+                return relayed[0], notices
             outcome = handle(state, event, self.ctx)
             state = outcome.state
             replies = list(outcome.replies)
@@ -215,8 +216,11 @@ class IntakeService:
         state: dict[str, Any],
         event: Event,
         notices: list[Notice],
-    ) -> list[Reply] | None:
+    ) -> tuple[list[Reply], dict[str, Any]] | None:
         """While a mediator works the resident's case, their words go to the mediator.
+
+        Channels that cannot be written to first (REST, console) get the mediator's
+        answers so far with the reply; Telegram residents had them pushed already.
 
         Only when no new intake is in progress, and never for commands, buttons or an
         alarm (those still reach the engine: /status and /cancel keep working, and a
@@ -247,7 +251,24 @@ class IntakeService:
         data: dict[str, Any] = {"text": text} if text is not None else dict(attachment or {})
         await casework.record_message(session, case, "message_in", actor, data)
         notices.append(RelayNotice(case.reference, case.mediator.external_id, text, attachment))
-        return []
+        replies: list[Reply] = []
+        state = dict(state)
+        if sender.channel != "telegram":
+            seen = int(state.get("seen_out") or 0)
+            for event_id, words in await casework.mediator_messages(session, case, seen):
+                replies.append(
+                    Reply(
+                        t(
+                            "dialogue.from_mediator",
+                            case.language,
+                            alias=case.mediator.display_alias,
+                            reference=case.reference,
+                            text=words,
+                        )
+                    )
+                )
+                state["seen_out"] = event_id
+        return replies, state
 
     async def _run(
         self,

@@ -107,3 +107,57 @@ async def test_healthz_reports_database_and_nlu(client) -> None:
     body = await response.json()
     assert response.status == 200 and body["database"]["status"] == "ok"
     assert "nlu" in body
+
+
+async def test_rest_resident_talks_with_mediator_through_the_case(client) -> None:
+    from actions import casework
+    from actions.intake import file_case
+    from storage.cases import Actor
+    from storage.people import add_mediator, get_or_create_resident
+
+    http, store = client
+    who = "bridge-user-2"
+    async with store.sessions.begin() as session:
+        resident = await get_or_create_resident(session, "rest", who)
+        filed = await file_case(
+            session,
+            {
+                "words": ["邻居漏水"],
+                "category": "dispute_neighbor",
+                "street": "xixiang",
+                "community": None,
+                "consent": True,
+            },
+            resident=resident,
+            channel="rest",
+            chat_id=who,
+            language="zh",
+            vault=store.vault,
+            reason="submit",
+        )
+        mediator = await add_mediator(
+            session,
+            channel="telegram",
+            external_id="77",
+            display_alias="调解员阿芳",
+            centre_code="xixiang",
+        )
+        await casework.claim(session, filed.reference, mediator)
+        case = await case_repo.get_case(session, filed.reference)
+        await casework.record_message(
+            session, case, "message_out", Actor.of(mediator), {"text": "您好,我明天上门看看"}
+        )
+    body = await send(http, who, "好的,我明天在家")
+    assert [item["text"] for item in body] == [
+        "【" + filed.reference + "】调解员 调解员阿芳:您好,我明天上门看看"
+    ]
+    body = await send(http, who, "几点来?")
+    assert body == []  # nothing new from the mediator yet; the message went to them
+    async with store.sessions() as session:
+        case = await case_repo.get_case(session, filed.reference)
+        texts = [
+            e.data.get("text")
+            for e in await case_repo.case_events(session, case)
+            if e.kind == "message_in"
+        ]
+    assert texts == ["好的,我明天在家", "几点来?"]
