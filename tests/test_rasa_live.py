@@ -100,3 +100,69 @@ async def test_real_rasa_odd_input_and_risk(rasa: RasaBackend) -> None:
     long = await rasa.parse("欠薪" * 3000)
     assert long["intent"]["name"]
     assert (await rasa.health())["status"] == "ok"
+
+
+async def test_end_to_end_intake_with_rasa_backend(sqlite_url, nlu_model_dir, tmp_path) -> None:
+    """A whole intake through the REST channel while a real Rasa server does the NLU."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bot.nlu_setup import open_nlu
+    from bot.runtime import Store
+    from bot.settings import load_settings
+    from bot.web import create_app
+    from storage import cases as case_repo
+
+    settings = load_settings(
+        database_url=sqlite_url,
+        data_dir=tmp_path / "var",
+        model_dir=nlu_model_dir,
+        nlu_backend="rasa",
+        rasa_url=RASA_URL,
+        rasa_timeout=10,
+    )
+    store = Store.open(settings)
+    try:
+        async with open_nlu(settings) as (nlu, threshold):
+            assert isinstance(nlu, RasaBackend)
+            app = create_app(settings, nlu, threshold=threshold, store=store)
+            async with TestClient(TestServer(app)) as http:
+                health = await (await http.get("/healthz")).json()
+                assert health["nlu"]["status"] == "ok", health["nlu"]
+
+                async def say(message: str) -> list[dict]:
+                    response = await http.post(
+                        "/webhooks/rest/webhook", json={"sender": "rasa-e2e", "message": message}
+                    )
+                    return await response.json()
+
+                body = await say("老板拖欠我三个月工资一共八千块,厂在福永,我要讨回工资")
+                buttons = [b["payload"] for item in body for b in item.get("buttons", [])]
+                assert "劳动争议" in body[-1]["text"] or "cat:dispute_labor" in buttons, body
+                body = await say("yes" if "yes" in buttons else "cat:dispute_labor")
+                for _ in range(12):
+                    texts = " ".join(item["text"] for item in body)
+                    if "案件编号" in texts:
+                        break
+                    buttons = [b["payload"] for item in body for b in item.get("buttons", [])]
+                    if "submit" in buttons:
+                        answer = "submit"
+                    elif buttons[:2] == ["yes", "no"]:
+                        answer = "yes"
+                    elif any(p.startswith(("choice:", "street:", "comm:")) for p in buttons):
+                        answer = next(
+                            p for p in buttons if p.startswith(("choice:", "street:", "comm:"))
+                        )
+                    elif "手机" in texts:
+                        answer = "13812345678"
+                    elif "skip" in buttons:
+                        answer = "skip"
+                    else:
+                        answer = "宏达电子厂"
+                    body = await say(answer)
+                texts = " ".join(item["text"] for item in body)
+                reference = texts.split("案件编号:")[1][:16]
+        async with store.sessions() as session:
+            case = await case_repo.get_case(session, reference)
+        assert case.category == "dispute_labor" and case.channel == "rest"
+    finally:
+        await store.close()
