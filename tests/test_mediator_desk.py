@@ -262,3 +262,32 @@ async def test_sweep_escalates_and_announces_upward(
         assert "西乡" in answer
         await card_of(bot, XIXIANG_CHAT, reference)
         assert reference in await private(bot, 9103, "/queue")
+
+
+async def test_urgent_case_goes_to_centre_and_parent_at_once(
+    sqlite_url: str, nlu: NLUBackend, tmp_path: Any
+) -> None:
+    async with running_bot(sqlite_url, nlu, tmp_path) as bot:
+        await setup_network(bot)
+        reference = await file_labour_case(bot, RESIDENT)
+        await card_of(bot, STATION_CHAT, reference)
+        bot.api.push_update(bot.api.text_update(RESIDENT, "老板带人拿着刀堵在宿舍门口说要砍死我"))
+        emergency = await bot.api.wait_for(
+            "sendMessage", lambda c: c.chat_id == RESIDENT and "110" in c.params["text"], timeout=10
+        )
+        assert "12338" in emergency[-1].params["text"]
+        # Re-announced, urgent badge, to the station and to its street centre.
+        for chat in (STATION_CHAT, STREET_CHAT):
+            cards = await bot.api.wait_for(
+                "sendMessage",
+                lambda c, chat=chat: (
+                    c.chat_id == chat
+                    and reference in c.params["text"]
+                    and "紧急" in c.params["text"]
+                ),
+                timeout=10,
+            )
+            assert cards
+        async with bot.store.sessions() as session:
+            case = await case_repo.get_case(session, reference)
+        assert case.risk_level.value == "urgent"
