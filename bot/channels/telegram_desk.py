@@ -380,18 +380,12 @@ class TelegramDesk:
     async def _cmd_queue(
         self, session: AsyncSession, mediator: Mediator, args: str, later: Later
     ) -> str:
-        cases = await casework.queue(session, mediator)
-        if not cases:
-            return _esc(t("desk.queue_empty", "zh"))
-        return "\n".join([_esc(t("desk.queue_title", "zh"))] + [_line(c) for c in cases])
+        return _listing(await casework.queue(session, mediator), "queue")
 
     async def _cmd_mine(
         self, session: AsyncSession, mediator: Mediator, args: str, later: Later
     ) -> str:
-        cases = await casework.mine(session, mediator)
-        if not cases:
-            return _esc(t("desk.mine_empty", "zh"))
-        return "\n".join([_esc(t("desk.mine_title", "zh"))] + [_line(c) for c in cases])
+        return _listing(await casework.mine(session, mediator), "mine")
 
     async def _cmd_case(
         self, session: AsyncSession, mediator: Mediator, args: str, later: Later
@@ -617,6 +611,13 @@ def card_buttons(reference: str) -> InlineKeyboardMarkup:
             ]
         ]
     )
+
+
+def _listing(cases: list[Case], name: str) -> str:
+    """/queue and /mine: a title and one line per case, or a friendly "none"."""
+    if not cases:
+        return _esc(t(f"desk.{name}_empty", "zh"))
+    return "\n".join([_esc(t(f"desk.{name}_title", "zh"))] + [_line(c) for c in cases])
 
 
 def _line(case: Case) -> str:

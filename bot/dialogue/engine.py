@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.dialogue.forms import Form, Forms, Slot
-from bot.dialogue.geography import Geography
+from bot.dialogue.geography import Geography, Street
 from bot.dialogue.model import (
     Action,
     ActionDone,
@@ -722,43 +722,42 @@ def _step_slot(turn: _Turn, event: Event) -> None:
 
 def _step_street(turn: _Turn, event: Event) -> None:
     geo = turn.ctx.geography
-    draft = turn.draft
     if isinstance(event, ButtonEvent) and event.payload.startswith("street:"):
         code = event.payload.removeprefix("street:")
-        street = geo.street(code)
-        if street or code == "none":
-            draft["street"], draft["community"] = (street.code if street else None), None
-            if street is None:
-                draft["location_done"] = True
-                _next(turn)
-            else:
-                turn.state["step"] = "community"
-                _ask(turn)
+        if code == "none":  # outside Bao'an, or not sure: the district centre takes it
+            _place(turn, None, None)
             return
-    if isinstance(event, LocationEvent):
+        if geo.street(code):
+            _place(turn, geo.street(code), None)
+            return
+    elif isinstance(event, LocationEvent):
         street = geo.nearest(event.latitude, event.longitude)
         if street is None:
             turn.say("location_outside")
-            _ask(turn)
+        else:
+            turn.say("location_mapped", street=street.name(turn.lang))
+            _place(turn, street, None)
             return
-        draft["street"], draft["community"] = street.code, None
-        turn.say("location_mapped", street=street.name(turn.lang))
-        turn.state["step"] = "community"
-        _ask(turn)
-        return
-    if isinstance(event, TextEvent):
+    elif isinstance(event, TextEvent):
         street, community = geo.find_in_text(event.text)
         if street:
-            draft["street"], draft["community"] = street.code, community
-            if community:
-                draft["location_done"] = True
-                _next(turn)
-            else:
-                turn.state["step"] = "community"
-                _ask(turn)
+            _place(turn, street, community)
             return
         turn.say("invalid_answer")
     _ask(turn)
+
+
+def _place(turn: _Turn, street: Street | None, community: str | None) -> None:
+    """Record the street (and community, if known); ask for the community if not."""
+    draft = turn.draft
+    draft["street"] = street.code if street else None
+    draft["community"] = community
+    if street is None or community:
+        draft["location_done"] = True
+        _next(turn)
+    else:
+        turn.state["step"] = "community"
+        _ask(turn)
 
 
 def _step_community(turn: _Turn, event: Event) -> None:
