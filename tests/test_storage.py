@@ -245,3 +245,29 @@ async def test_mediator_list_and_deactivate(store: Store) -> None:
         active = await people.list_mediators(session, include_inactive=False)
     assert [m.external_id for m in everyone] == ["801", "802"]
     assert [m.external_id for m in active] == ["802"]
+
+
+async def test_sqlite_connections_come_back_without_an_open_transaction(sqlite_url: str) -> None:
+    """The pool skips its reset-on-return ROLLBACK for SQLite; nothing may stay open."""
+    from sqlalchemy import text
+
+    from storage.db import create_engine, session_factory
+
+    engine = create_engine(sqlite_url)
+    sessions = session_factory(engine)
+    try:
+        async with engine.connect() as connection:  # read, no commit
+            await connection.execute(text("SELECT 1"))
+        with pytest.raises(RuntimeError):
+            async with sessions.begin() as session:  # fails half-way
+                await session.execute(text("UPDATE reference_counters SET last_value = 1"))
+                raise RuntimeError("boom")
+        raw = await engine.raw_connection()  # straight from the pool, nothing begun
+        try:
+            assert raw.driver_connection._conn.in_transaction is False
+        finally:
+            raw.close()
+        async with sessions.begin() as session:  # and writing still works
+            await session.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
