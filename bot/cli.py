@@ -391,10 +391,14 @@ def run() -> None:
             finally:
                 await runner.cleanup()
 
+    from telegram.error import TelegramError
+
     try:
         asyncio.run(serve())
     except _nlu_errors() as error:
         raise fail(t("cli.nlu_error", settings.language, error=error), 2) from None
+    except TelegramError as error:  # a wrong token, or the Bot API unreachable at start
+        raise fail(t("cli.telegram_error", settings.language, error=error), 2) from None
     except OSError as error:
         raise fail(t("cli.cannot_listen", settings.language, error=error), 2) from None
 

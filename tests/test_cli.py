@@ -218,3 +218,22 @@ async def test_run_serves_healthz(cli_env: dict[str, str]) -> None:
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), timeout=20)
+
+
+async def test_run_with_unreachable_bot_api_is_one_clear_line(cli_env: dict[str, str]) -> None:
+    assert run_cli("db", "upgrade", env=cli_env).returncode == 0
+    cli_env["TIAOJIE_HTTP_PORT"] = str(_free_port())
+    cli_env["TELEGRAM_BOT_TOKEN"] = "123456:TEST-TOKEN"
+    cli_env["TELEGRAM_BASE_URL"] = f"http://127.0.0.1:{_free_port()}/bot"  # nobody there
+    process = await asyncio.create_subprocess_exec(
+        *TIAOJIE,
+        "run",
+        env=cli_env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=90)
+    assert process.returncode == 2
+    text = stderr.decode()
+    assert "Cannot start Telegram" in text and "Traceback" not in text
