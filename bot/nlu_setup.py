@@ -31,12 +31,19 @@ def ensure_builtin(
     try:
         engine = load_engine(model_dir, config)
         if engine.manifest.get("training_data_sha256") == current:
-            return engine
+            return _warm(engine)
         log.info("training data changed since the newest model; retraining")
     except ModelError as error:
         log.info("no usable NLU model (%s); training one", error)
     folder = train([data_dir], config, model_dir)
-    return load_engine(folder, config)
+    return _warm(load_engine(folder, config))
+
+
+def _warm(engine: BuiltinEngine) -> BuiltinEngine:
+    """Parse once now: jieba loads its dictionary on first use (~0.6 s), and that wait
+    belongs to start-up, not to the first resident who writes."""
+    engine.parse_sync("你好,我想咨询一下")
+    return engine
 
 
 @asynccontextmanager
