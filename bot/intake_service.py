@@ -160,6 +160,9 @@ class IntakeService:
     async def _handle_once(
         self, sender: Sender, event: Event, update_id: int | None
     ) -> tuple[list[Reply], list[Notice]]:
+        fast = await self._answer_only(sender, event, update_id)
+        if fast is not None:
+            return fast, []
         notices: list[Notice] = []
         async with self.store.sessions.begin() as session:
             if update_id is not None and not await record_processed_update(
@@ -208,6 +211,27 @@ class IntakeService:
             len(replies),
         )
         return replies, notices
+
+    async def _answer_only(
+        self, sender: Sender, event: Event, update_id: int | None
+    ) -> list[Reply] | None:
+        """Most messages only move the conversation on (an answer to a question): with
+        the state in memory, that is the engine plus one UPDATE, without an ORM session.
+        Anything else (a new chat, relaying, an action, a channel update id) returns None
+        and takes the full path."""
+        key = (sender.channel, sender.chat_id)
+        cached = self._states.get(key)
+        if update_id is not None or cached is None or not cached[0].get("draft"):
+            return None
+        state, version = cached
+        outcome = handle(state, event, self.ctx)
+        if outcome.actions:
+            return None
+        self._states.pop(key, None)
+        async with self.store.engine.begin() as connection:
+            saved = await save_conversation(connection, *key, outcome.state, version)
+        self._remember(key, outcome.state, saved)
+        return list(outcome.replies)
 
     async def _relay(
         self,

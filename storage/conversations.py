@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from storage.errors import StaleState
 from storage.models import Conversation, utcnow
@@ -49,11 +49,19 @@ async def load_conversation(
 
 
 async def save_conversation(
-    session: AsyncSession, channel: str, chat_id: str, state: dict[str, Any], expected_version: int
+    session: AsyncSession | AsyncConnection,
+    channel: str,
+    chat_id: str,
+    state: dict[str, Any],
+    expected_version: int,
 ) -> int:
-    """Save ``state`` if nobody saved since ``expected_version``; returns the new version."""
+    """Save ``state`` if nobody saved since ``expected_version``; returns the new version.
+
+    Takes a session, or a bare connection for the hot path of a message that changes
+    nothing but the conversation (no ORM unit of work needed).
+    """
     chat_id = str(chat_id)
-    connection = await session.connection()
+    connection = await session.connection() if isinstance(session, AsyncSession) else session
     if expected_version == 0:
         # First save of a chat: an insert that does nothing if another process got there
         # first (then that process's state wins and we retry), without a savepoint.
