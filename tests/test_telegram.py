@@ -25,6 +25,7 @@ from bot.settings import Settings, load_settings
 from bot.web import create_app
 from nlu.interface import NLUBackend
 from storage import cases as case_repo
+from storage.conversations import load_conversation
 from storage.models import Case, Conversation
 from tests.support.bot_api import ApiCall, BotApiStandIn
 
@@ -115,6 +116,14 @@ async def running_bot(
 async def bot(sqlite_url: str, nlu: NLUBackend, tmp_path: Any) -> AsyncIterator[Bot]:
     async with running_bot(sqlite_url, nlu, tmp_path) as running:
         yield running
+
+
+@dataclass
+class Saved:
+    """A chat's saved conversation, as the store has it."""
+
+    state: dict[str, Any]
+    version: int
 
 
 async def count(store: Store, model: Any, *where: Any) -> int:
@@ -260,13 +269,7 @@ async def test_two_updates_for_one_chat_at_once_keep_order(bot: Bot) -> None:
     bot.api.push_update(bot.api.text_update(chat, "/status"))
     await bot.settle(chat, 0.5)
     async with bot.store.sessions() as session:
-        state = (
-            await session.execute(
-                select(Conversation.state, Conversation.version).where(
-                    Conversation.chat_id == str(chat)
-                )
-            )
-        ).one()
+        state = Saved(*await load_conversation(session, "telegram", str(chat)))
     assert state.version == 3  # three events, three saves, none lost
     assert state.state["draft"]["category"] == "dispute_tenancy"
     texts = [c.params["text"] for c in bot.sent(chat)]
@@ -301,11 +304,7 @@ async def test_photo_evidence_sticker_and_long_message(bot: Bot) -> None:
     calls = await bot.replies(other, 3)
     assert all(len(c.params["text"]) <= 4096 for c in calls)
     async with bot.store.sessions() as session:
-        state = (
-            await session.execute(
-                select(Conversation.state).where(Conversation.chat_id == str(other))
-            )
-        ).scalar_one()
+        state, _ = await load_conversation(session, "telegram", str(other))
     assert len(state["draft"]["words"][0]) > 4900
 
 
@@ -319,11 +318,7 @@ async def test_forged_callback_data_is_refused(bot: Bot) -> None:
     assert answered[-1].params.get("text")
     await asyncio.sleep(0.3)
     async with bot.store.sessions() as session:
-        state = (
-            await session.execute(
-                select(Conversation.state).where(Conversation.chat_id == str(chat))
-            )
-        ).scalar_one()
+        state, _ = await load_conversation(session, "telegram", str(chat))
     assert state["step"] == "confirm_category"
 
 
@@ -348,13 +343,7 @@ async def test_database_down_mid_conversation(bot: Bot, tmp_path: Any) -> None:
     await bot.replies(chat, 3)
     await bot.settle(chat)
     async with bot.store.sessions() as session:
-        before = (
-            await session.execute(
-                select(Conversation.state, Conversation.version).where(
-                    Conversation.chat_id == str(chat)
-                )
-            )
-        ).one()
+        before = Saved(*await load_conversation(session, "telegram", str(chat)))
     # The database goes away: its file is replaced by a directory SQLite cannot open.
     db_path = Path(bot.settings.database_url.split("///", 1)[1])
     await bot.store.engine.dispose()
@@ -367,13 +356,7 @@ async def test_database_down_mid_conversation(bot: Bot, tmp_path: Any) -> None:
     # It comes back: nothing was half written, and the resident can carry on.
     bring_back(db_path)
     async with bot.store.sessions() as session:
-        after = (
-            await session.execute(
-                select(Conversation.state, Conversation.version).where(
-                    Conversation.chat_id == str(chat)
-                )
-            )
-        ).one()
+        after = Saved(*await load_conversation(session, "telegram", str(chat)))
     assert after.version == before.version and after.state == before.state
     assert await count(bot.store, Case) == 0
     sent = len(bot.sent(chat))
