@@ -35,6 +35,7 @@ from bot.dialogue.model import (
     FileCase,
     FlagUrgent,
     LookupStatus,
+    Outcome,
     RateCase,
     Reply,
     RequestHuman,
@@ -160,9 +161,20 @@ class IntakeService:
     async def _handle_once(
         self, sender: Sender, event: Event, update_id: int | None
     ) -> tuple[list[Reply], list[Notice]]:
-        fast = await self._answer_only(sender, event, update_id)
-        if fast is not None:
-            return fast, []
+        key = (sender.channel, sender.chat_id)
+        # Safe without re-reading: a save only succeeds if nobody else saved since this
+        # version (else StaleState, and the retry starts from the store).
+        cached = self._states.pop(key, None)
+        outcome: Outcome | None = None
+        if update_id is None and cached is not None and cached[0].get("draft"):
+            # Most messages only answer a question (no relay while an intake is open):
+            # with the state in memory, the engine plus one UPDATE, no ORM session.
+            state, version = cached
+            outcome = handle(state, event, self.ctx)
+            if not outcome.actions:
+                async with self.store.engine.begin() as connection:
+                    saved = await save_conversation(connection, *key, outcome.state, version)
+                return self._done(key, outcome.state, saved, list(outcome.replies)), []
         notices: list[Notice] = []
         async with self.store.sessions.begin() as session:
             if update_id is not None and not await record_processed_update(
@@ -170,20 +182,16 @@ class IntakeService:
             ):
                 log.info("update %s of %s already handled", update_id, sender.channel)
                 return [], []
-            key = (sender.channel, sender.chat_id)
-            cached = self._states.pop(key, None)
             if cached is None:
                 state, version = await load_conversation(session, *key)
             else:
-                # Safe without re-reading: the save below only succeeds if nobody else
-                # saved since this version (else StaleState, and we retry from the store).
                 state, version = cached
-            relayed = await self._relay(session, sender, state, event, notices)
-            if relayed is not None:
-                saved = await save_conversation(session, *key, relayed[1], version)
-                self._remember(key, relayed[1], saved)
-                return relayed[0], notices
-            outcome = handle(state, event, self.ctx)
+            if outcome is None:
+                relayed = await self._relay(session, sender, state, event, notices)
+                if relayed is not None:
+                    saved = await save_conversation(session, *key, relayed[1], version)
+                    return self._done(key, relayed[1], saved, relayed[0]), notices
+                outcome = handle(state, event, self.ctx)
             state = outcome.state
             replies = list(outcome.replies)
             pending: list[Action] = list(outcome.actions)
@@ -202,36 +210,15 @@ class IntakeService:
                 replies.extend(follow.replies)
                 pending.extend(follow.actions)
             saved = await save_conversation(session, *key, state, version)
-        self._remember(key, state, saved)
-        log.info(
-            "chat %s:%s step=%s replies=%d",
-            sender.channel,
-            sender.chat_id,
-            state.get("step"),
-            len(replies),
-        )
-        return replies, notices
+        return self._done(key, state, saved, replies), notices
 
-    async def _answer_only(
-        self, sender: Sender, event: Event, update_id: int | None
-    ) -> list[Reply] | None:
-        """Most messages only move the conversation on (an answer to a question): with
-        the state in memory, that is the engine plus one UPDATE, without an ORM session.
-        Anything else (a new chat, relaying, an action, a channel update id) returns None
-        and takes the full path."""
-        key = (sender.channel, sender.chat_id)
-        cached = self._states.get(key)
-        if update_id is not None or cached is None or not cached[0].get("draft"):
-            return None
-        state, version = cached
-        outcome = handle(state, event, self.ctx)
-        if outcome.actions:
-            return None
-        self._states.pop(key, None)
-        async with self.store.engine.begin() as connection:
-            saved = await save_conversation(connection, *key, outcome.state, version)
-        self._remember(key, outcome.state, saved)
-        return list(outcome.replies)
+    def _done(
+        self, key: tuple[str, str], state: dict[str, Any], version: int, replies: list[Reply]
+    ) -> list[Reply]:
+        """Remember the saved state and log the step (never the words)."""
+        self._remember(key, state, version)
+        log.info("chat %s:%s step=%s replies=%d", *key, state.get("step"), len(replies))
+        return replies
 
     async def _relay(
         self,
