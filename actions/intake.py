@@ -19,6 +19,7 @@ from actions.routing import route_department, route_in
 from storage import cases as case_repo
 from storage.cases import Actor
 from storage.models import Case, CaseEvent, Resident, RiskLevel, utcnow
+from storage.people import set_resident_phone
 from storage.phone import PhoneVault, mask_phone
 
 #: How much of the resident's words the one-line summary on cards and lists shows.
@@ -78,12 +79,6 @@ async def _draft_values(
     return values
 
 
-def _resident_phone(resident: Resident, phone: str | None, vault: PhoneVault) -> None:
-    if phone:
-        resident.phone_encrypted = vault.encrypt(phone)
-        resident.phone_masked = mask_phone(phone)
-
-
 async def file_case(
     session: AsyncSession,
     draft: dict[str, Any],
@@ -111,7 +106,8 @@ async def file_case(
         language=language,
         **values,
     )
-    _resident_phone(resident, draft.get("phone"), vault)
+    if draft.get("phone"):
+        await set_resident_phone(session, resident, draft["phone"], vault)
     events: list[tuple[str, Actor, dict[str, Any]]] = [
         (
             "routed",
@@ -152,7 +148,8 @@ async def update_case(
         values.pop("risk_level")  # never lowered by finishing the form
     for key, value in values.items():
         setattr(case, key, value)
-    _resident_phone(resident, draft.get("phone"), vault)
+    if draft.get("phone"):
+        await set_resident_phone(session, resident, draft["phone"], vault)
     await case_repo.add_event(
         session,
         case,
