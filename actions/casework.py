@@ -24,7 +24,7 @@ from sqlalchemy.orm import lazyload
 
 from storage import cases as case_repo
 from storage.cases import OPEN_STATUSES, Actor
-from storage.errors import StoreError
+from storage.errors import CentreNotFound, InvalidTransition, StoreError
 from storage.models import (
     Case,
     CaseEvent,
@@ -205,12 +205,8 @@ async def transfer(
     case, network = await _case_for(session, reference, mediator, work=True)
     target = network.by_code(centre_code)
     if target is None or not target.active:
-        from storage.errors import CentreNotFound
-
         raise CentreNotFound(centre_code)
     if case.status not in OPEN_STATUSES:
-        from storage.errors import InvalidTransition
-
         raise InvalidTransition(case.reference, str(case.status), "transfer")
     if case.status != CaseStatus.NEW:
         case = await case_repo.change_status(

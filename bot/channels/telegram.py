@@ -35,6 +35,7 @@ from telegram.ext import (
 )
 from yarl import URL
 
+from bot.channels.telegram_desk import TelegramDesk
 from bot.channels.text_input import COMMAND, PAYLOAD
 from bot.dialogue.model import (
     AttachmentEvent,
@@ -288,8 +289,6 @@ async def telegram_webhook(request: web.Request) -> web.Response:
 
 def add_telegram(app: web.Application, settings: Settings, service: IntakeService) -> None:
     """Run the bot inside our aiohttp app: polling, or webhook on our own route."""
-    from bot.channels.telegram_desk import TelegramDesk
-
     application = build_application(settings, service)
     desk = TelegramDesk(application, service.store, settings)
     desk.add_handlers()

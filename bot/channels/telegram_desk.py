@@ -39,6 +39,7 @@ from telegram.ext import (
 
 from actions import casework
 from actions.casework import NotAllowed
+from bot.dialogue.forms import default_forms
 from bot.i18n import t
 from bot.notices import Notice, RelayNotice
 from bot.runtime import Store
@@ -579,8 +580,6 @@ class TelegramDesk:
 
 
 def _category(category: str) -> str:
-    from bot.dialogue.forms import default_forms
-
     form = default_forms().by_category.get(category)
     return form.title.zh if form else category
 
