@@ -117,6 +117,9 @@ class Reply:
     text: str
     buttons: tuple[tuple[Button, ...], ...] = ()
     request: Literal["contact", "location"] | None = None
+    #: A file to send with the text (a mediator's photo or document): the channel's
+    #: file id or our stored evidence id, kind, mime type and name.
+    attachment: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
