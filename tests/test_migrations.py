@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from storage.db import create_engine
 from storage.migrate import head_revision, upgrade
-from storage.models import Base
+from storage.schema import Base
 from tests.conftest import _asyncpg_url, _pg_execute
 
 
