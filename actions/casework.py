@@ -324,18 +324,18 @@ async def rate(
 ) -> tuple[Case, bool]:
     """The resident's 1–5 rating of a resolved case, from their own chat only.
 
-    Returns the case and whether a supervisor must call back (回访): a first rating
-    of 1 or 2 asks for it, recorded on the timeline.
+    Returns the case and whether a supervisor must call back (回访): a rating of 1
+    or 2 asks for it, recorded on the timeline. A case is rated once: a second press
+    (an old keyboard, another device) is refused, so the report keeps the first.
     """
     case = await _rated_case(session, reference, resident_key)
-    if not 1 <= rating <= 5:
+    if not 1 <= rating <= 5 or case.rating is not None:
         raise NotAllowed(case.reference)
-    first = case.rating is None
     case.rating = rating
     await session.flush()
     actor = Actor("resident", str(case.resident_id))
     await case_repo.add_event(session, case, "rating", actor, {"rating": rating})
-    follow_up = first and rating <= 2
+    follow_up = rating <= 2
     if follow_up:
         await case_repo.add_event(
             session, case, "follow_up_requested", Actor.system(), {"rating": rating}
@@ -353,6 +353,14 @@ async def comment(
         session, case, "rating_comment", Actor("resident", str(case.resident_id)), {}
     )
     return case
+
+
+async def follow_up_requested(session: AsyncSession, case: Case) -> bool:
+    """Whether a low rating asked the supervisors to call back (回访) on this case."""
+    query = select(CaseEvent.id).where(
+        CaseEvent.case_id == case.id, CaseEvent.kind == "follow_up_requested"
+    )
+    return (await session.execute(query.limit(1))).first() is not None
 
 
 async def _rated_case(session: AsyncSession, reference: str, resident_key: tuple[str, str]) -> Case:
