@@ -46,6 +46,7 @@ from storage.models import (
     RiskLevel,
     utcnow,
 )
+from storage.phone import mask_phones_in_text
 
 log = logging.getLogger(__name__)
 
@@ -438,12 +439,14 @@ class DeskService:
         """A low rating: the supervisors call back (回访), with the resident's comment."""
         async with self.store.sessions() as session:
             case = await case_repo.get_case(session, reference)
+        # Sent at the rating (no comment yet), and again with the comment when the
+        # resident writes one, so the supervisor calls back knowing what went wrong.
         text = t(
-            "desk.follow_up",
+            "desk.follow_up_comment" if case.rating_comment else "desk.follow_up",
             STAFF_LANGUAGE,
             reference=reference,
             rating=case.rating,
-            comment=case.rating_comment or "-",
+            comment=" ".join(mask_phones_in_text(case.rating_comment or "-").split()),
         )
         return await self._tell_supervisors(case, text)
 

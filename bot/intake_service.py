@@ -371,9 +371,12 @@ class IntakeService:
                         notices.append(CaseNotice("follow_up", reference))
                     return None
                 case CommentCase(reference=reference, text=text):
-                    await casework.comment(
+                    case = await casework.comment(
                         session, reference, text, (sender.channel, sender.chat_id)
                     )
+                    if await casework.follow_up_requested(session, case):
+                        # The supervisors were asked at the rating; now the words.
+                        notices.append(CaseNotice("follow_up", reference))
                     return None
                 case LookupStatus():
                     cases = await intake.lookup_status(session, resident)
