@@ -254,3 +254,27 @@ async def first_department_for(session: AsyncSession, category: str) -> Departme
     """The first department (file order) the directory routes ``category`` to."""
     departments = (await session.execute(select(Department).order_by(Department.id))).scalars()
     return next((d for d in departments if category in (d.categories or [])), None)
+
+
+def unheard_centres(directory: Directory) -> tuple[list[str], list[str]]:
+    """Centres whose case cards can reach no Telegram group: ``(nowhere, above)``.
+
+    ``nowhere``: neither the centre nor any centre above it has a group, so a card for
+    a case there reaches no chat at all; ``above``: no group of its own, its cards go
+    to the nearest centre up the tree that has one. The loader warns about both.
+    """
+    by_code = {entry.code: entry for entry in directory.centres}
+    nowhere: list[str] = []
+    above: list[str] = []
+    for entry in directory.centres:
+        if entry.telegram_chat_id is not None:
+            continue
+        node = by_code.get(entry.parent) if entry.parent else None
+        seen = {entry.code}
+        while node is not None and node.telegram_chat_id is None and node.code not in seen:
+            seen.add(node.code)
+            node = by_code.get(node.parent) if node.parent else None
+        (above if node is not None and node.telegram_chat_id is not None else nowhere).append(
+            entry.code
+        )
+    return nowhere, above
