@@ -165,9 +165,11 @@ def warn_unheard(directory: Directory, language: str) -> None:
     nowhere, above = unheard_centres(directory)
     if nowhere:
         codes = ", ".join(nowhere[:SHOWN_CODES]) + (" …" if len(nowhere) > SHOWN_CODES else "")
-        err.print(t("cli.centres_unheard", language, count=len(nowhere), codes=codes), markup=False)
+        text = t("cli.centres_unheard", language, count=len(nowhere), codes=codes)
+        err.print(text, markup=False, soft_wrap=True)
     if above:
-        err.print(t("cli.centres_heard_above", language, count=len(above)), markup=False)
+        text = t("cli.centres_heard_above", language, count=len(above))
+        err.print(text, markup=False, soft_wrap=True)
 
 
 @mediator_app.command("add")
@@ -429,9 +431,14 @@ def ensure_directory(settings: Settings) -> None:
     try:
         directory = parse_directory(path) if path.is_file() else None
     except DirectoryFileError as error:
-        raise fail(t("cli.directory_error", settings.language, error=error), 2) from None
+        text = t("cli.directory_error", settings.language, error=error)
+        err.print(text, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     if directory is None or not directory.centres:
-        raise fail(t("cli.directory_missing", settings.language, path=path), 2)
+        err.print(
+            t("cli.directory_missing", settings.language, path=path), markup=False, soft_wrap=True
+        )
+        raise typer.Exit(2)
 
     async def work(store: Store) -> dict[str, int]:
         async with store.sessions.begin() as session:
