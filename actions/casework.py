@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
@@ -422,11 +422,26 @@ async def escalate(session: AsyncSession, case: Case, now: datetime) -> Centre |
         return None
     source = case.centre
     target = network.parent(source) or source
-    case.centre = target
-    case.escalation_level += 1
-    case.escalate_at = now + timedelta(minutes=network.claim_minutes(target, case.risk_level))
-    case.updated_at = now
-    await session.flush()
+    # Conditional on the deadline as read: with two processes (PostgreSQL, read
+    # committed) the second UPDATE waits for the first, then matches no row.
+    result = await session.execute(
+        update(Case)
+        .where(
+            Case.id == case.id,
+            Case.status == CaseStatus.NEW,
+            Case.escalate_at == case.escalate_at,
+        )
+        .values(
+            centre_id=target.id,
+            escalation_level=Case.escalation_level + 1,
+            escalate_at=now + timedelta(minutes=network.claim_minutes(target, case.risk_level)),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    await session.refresh(case)
     await case_repo.add_event(
         session,
         case,
