@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from nlu.interface import ParseResult
+
 # ---------------------------------------------------------------- events (from channels)
 
 
@@ -17,7 +19,7 @@ class TextEvent:
     """Something the resident typed, with its NLU parse (Rasa JSON plus ``risk``)."""
 
     text: str
-    parse: dict[str, Any] = field(default_factory=dict)
+    parse: ParseResult = field(default_factory=lambda: ParseResult())
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ NLU missed the entity.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from bot.dialogue.forms import Slot
@@ -18,7 +19,7 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _CN_RUN = re.compile(r"[零〇一二两三四五六七八九十百千万]+")
 
 
-def entity_value(parse: dict[str, Any], entity: str) -> Any:
+def entity_value(parse: Mapping[str, Any], entity: str) -> Any:
     """The first value of ``entity`` in the parse, or None."""
     for item in parse.get("entities") or []:
         if item.get("entity") == entity and item.get("value") not in (None, ""):
@@ -36,13 +37,13 @@ def _number(text: str) -> float | None:
             value *= 10000
         return value
     for run in _CN_RUN.findall(cleaned):
-        value = chinese_to_number(run)
-        if value is not None:
-            return value
+        spelled = chinese_to_number(run)
+        if spelled is not None:
+            return spelled
     return None
 
 
-def read_slot(slot: Slot, text: str, parse: dict[str, Any]) -> Any | None:
+def read_slot(slot: Slot, text: str, parse: Mapping[str, Any]) -> Any | None:
     """The value for ``slot`` in this answer, or None when it is not a valid answer."""
     text = text.strip()
     if slot.type == "choice":
@@ -77,7 +78,7 @@ def _as_float(value: Any) -> float | None:
         return _number(str(value))
 
 
-def _bare_role(parse: dict[str, Any], entity: str) -> bool:
+def _bare_role(parse: Mapping[str, Any], entity: str) -> bool:
     """The NLU found only a role word ("the boss"), not who it is: ask, don't assume."""
     for item in parse.get("entities") or []:
         if item.get("entity") == entity:
@@ -85,7 +86,7 @@ def _bare_role(parse: dict[str, Any], entity: str) -> bool:
     return False
 
 
-def prefill(slots: list[Slot], parse: dict[str, Any]) -> dict[str, Any]:
+def prefill(slots: list[Slot], parse: Mapping[str, Any]) -> dict[str, Any]:
     """Slot values the first message already answers (entities only, validated)."""
     values: dict[str, Any] = {}
     for slot in slots:

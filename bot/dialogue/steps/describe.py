@@ -1,0 +1,153 @@
+"""The first steps: the resident describes what happened, and the kind is settled."""
+
+from __future__ import annotations
+
+import copy
+
+from bot.dialogue.model import Button, ButtonEvent, Event, FileCase, TextEvent
+from bot.dialogue.registry import step
+from bot.dialogue.state import Step
+from bot.dialogue.steps.form import next_question, start_form
+from bot.dialogue.turn import Turn, intent_of, yes_no
+from nlu.interface import ParseResult
+
+#: Conversation intents that are not a description when nothing was described yet.
+SMALL_TALK = frozenset({"greet", "thank", "goodbye", "affirm", "deny"})
+
+
+def best_dispute(parse: ParseResult) -> str:
+    """The likeliest dispute kind in the ranking, whatever its confidence."""
+    for item in parse.get("intent_ranking") or []:
+        if str(item.get("name", "")).startswith("dispute_"):
+            return str(item["name"])
+    return "dispute_other"
+
+
+def describe(turn: Turn, event: TextEvent) -> None:
+    """Take a description, then confirm the category or offer the likely ones."""
+    draft = turn.draft
+    turn.add_words(event.text.strip())
+    draft["entities"] = list(draft["entities"]) + list(event.parse.get("entities") or [])
+    name, confidence = intent_of(event.parse)
+    ranking = [
+        str(item.get("name"))
+        for item in event.parse.get("intent_ranking") or []
+        if str(item.get("name", "")).startswith("dispute_")
+    ]
+    draft["candidates"] = [c for c in ranking if c != "dispute_other"][:3]
+    if draft.get("human"):
+        draft["category"] = name if name.startswith("dispute_") else best_dispute(event.parse)
+        turn.actions.append(FileCase(copy.deepcopy(dict(draft)), "human"))
+        turn.go(Step.CONFIRM_CATEGORY)
+        return
+    if name.startswith("dispute_") and confidence >= turn.ctx.threshold:
+        draft["category"] = name
+        draft["confidence"] = confidence
+        turn.go(Step.CONFIRM_CATEGORY)
+    else:
+        turn.go(Step.CHOOSE_CATEGORY)
+    turn.ask()
+
+
+@step(Step.NEW, Step.DESCRIBE)
+class Describe:
+    """Asks what happened; greets on first contact, then takes the description."""
+
+    def handle(self, turn: Turn, event: Event) -> None:
+        if turn.step == Step.NEW:
+            turn.go(Step.DESCRIBE)
+            turn.say("greeting")
+            turn.say("privacy")
+            if not isinstance(event, TextEvent):
+                turn.ask()
+                return
+        if not isinstance(event, TextEvent):
+            turn.ask()
+            return
+        name, confidence = intent_of(event.parse)
+        draft = turn.state.get("draft")
+        if name in SMALL_TALK and not (draft and draft["words"]):
+            if name in ("thank", "goodbye"):
+                turn.say(name)
+            turn.ask()
+            return
+        if name == "out_of_scope" and confidence >= turn.ctx.threshold:
+            turn.say("out_of_scope")
+            turn.ask()
+            return
+        describe(turn, event)
+
+    def ask(self, turn: Turn) -> None:
+        turn.say("ask_describe")
+
+
+@step(Step.CONFIRM_CATEGORY)
+class ConfirmCategory:
+    """Asks to confirm the kind; only asked when the classifier is sure enough."""
+
+    def handle(self, turn: Turn, event: Event) -> None:
+        answer = yes_no(event, turn)
+        if answer is True:
+            start_form(turn)
+        elif answer is False:
+            rejected = turn.draft["category"]
+            turn.draft["candidates"] = [c for c in turn.draft["candidates"] if c != rejected][:3]
+            turn.go(Step.CHOOSE_CATEGORY)
+            turn.ask()
+        elif isinstance(event, TextEvent):
+            describe(turn, event)
+        else:
+            turn.ask()
+
+    def ask(self, turn: Turn) -> None:
+        category = turn.draft.get("category") or "dispute_other"
+        turn.say("confirm_category", turn.yes_no_buttons(), category=turn.category_title(category))
+
+
+@step(Step.CHOOSE_CATEGORY)
+class ChooseCategory:
+    """The likely kinds (at most three) and "other" as buttons."""
+
+    def handle(self, turn: Turn, event: Event) -> None:
+        if isinstance(event, ButtonEvent) and event.payload.startswith("cat:"):
+            category = event.payload.removeprefix("cat:")
+            if category in turn.ctx.forms.by_category:
+                draft = turn.draft
+                draft["category"] = category
+                draft["confidence"] = 1.0
+                if draft.get("editing"):
+                    draft["slots"], draft["skipped"] = {}, []
+                    draft["editing"] = False
+                start_form(turn)
+                return
+        if isinstance(event, TextEvent):
+            describe(turn, event)
+            return
+        turn.ask()
+
+    def ask(self, turn: Turn) -> None:
+        forms = turn.ctx.forms
+        draft = turn.state.get("draft") or {}
+        candidates = [c for c in draft.get("candidates") or [] if c in forms.by_category]
+        if not candidates:
+            candidates = [c for c in forms.categories if c.startswith("dispute_")]
+            candidates = [c for c in candidates if c != "dispute_other"]
+        rows = [[Button(turn.category_title(c), f"cat:{c}")] for c in candidates]
+        rows.append([Button(turn.category_title("dispute_other"), "cat:dispute_other")])
+        turn.say("choose_category", rows)
+
+
+@step(Step.EDIT_WORDS)
+class EditWords:
+    """At the review: the description written again replaces the old one."""
+
+    def handle(self, turn: Turn, event: Event) -> None:
+        if isinstance(event, TextEvent) and event.text.strip():
+            turn.draft["words"] = []
+            turn.add_words(event.text.strip())
+            next_question(turn)
+            return
+        turn.ask()
+
+    def ask(self, turn: Turn) -> None:
+        turn.say("ask_words")
