@@ -34,7 +34,7 @@ from bot.dialogue.model import (
 )
 
 CTX = Context(forms=default_forms(), geography=default_geography())
-CATEGORIES = [c for c in CTX.forms.categories]
+CATEGORIES = CTX.forms.disputes
 
 
 def parse(
@@ -358,9 +358,13 @@ def test_emergency_at_every_step(step: str) -> None:
 def test_emergency_then_finishing_the_form_updates_the_same_case() -> None:
     chat = drive_to("slot")
     chat.send(TextEvent("我想死", parse("emergency", 0.9, risk=True)))
-    chat.send(CaseFiled("BA-20261126-0003", "emergency"))
+    out = chat.send(CaseFiled("BA-20261126-0003", "emergency"))
+    # Where the resident is comes first: it routes the filed case to the nearest staff.
+    assert chat.step == "street" and "street:xixiang" in chat.payloads()
+    out = chat.send(ButtonEvent("street:xixiang"))
+    [moved] = out.actions
+    assert isinstance(moved, UpdateCase) and moved.draft["street"] == "xixiang"
     answer_slots(chat)
-    chat.send(ButtonEvent("street:none"))
     chat.send(ButtonEvent("skip"))
     chat.send(ButtonEvent("yes"))
     out = chat.send(ButtonEvent("submit"))

@@ -96,7 +96,8 @@ def test_saved_state_goes_on_to_a_filed_case(path: Path) -> None:
         out = handle(state, answer(state), CTX)
         state = json.loads(json.dumps(out.state))
         done = [a for a in out.actions if isinstance(a, FileCase) and a.reason == "submit"]
-        done += [a for a in out.actions if isinstance(a, UpdateCase)]
+        if state["step"] == Step.DONE:  # an urgent case filed early is updated at the end
+            done += [a for a in out.actions if isinstance(a, UpdateCase)]
         if done:
             draft = done[0].draft
             assert draft["words"] and draft["category"] and draft["consent"] is True

@@ -69,7 +69,9 @@ class Slot(BaseModel):
 
 class Form(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    category: str = Field(pattern=r"^dispute_[a-z_]+$")
+    #: A dispute kind (``dispute_*``) or one of the kinds that are no dispute:
+    #: ``emergency`` and ``legal_consultation``.
+    category: str = Field(pattern=r"^(dispute_[a-z_]+|emergency|legal_consultation)$")
     title: Localised
     slots: list[Slot] = Field(default_factory=list, max_length=8)
     self_help: Localised
@@ -101,6 +103,11 @@ class Forms:
     @property
     def categories(self) -> list[str]:
         return list(self.by_category)
+
+    @property
+    def disputes(self) -> list[str]:
+        """The dispute kinds a resident may pick (not emergency or consultation)."""
+        return [c for c in self.by_category if c.startswith("dispute_")]
 
 
 def _load_file(path: Path) -> Form:

@@ -14,6 +14,7 @@ from bot.dialogue.model import (
     Button,
     ButtonEvent,
     CaseFiled,
+    CaseWords,
     CommandEvent,
     CommentCase,
     ContactEvent,
@@ -30,8 +31,8 @@ from bot.dialogue.model import (
 )
 from bot.dialogue.registry import STEPS
 from bot.dialogue.state import Step
-from bot.dialogue.steps.describe import best_dispute
 from bot.dialogue.steps.finish import filed
+from bot.dialogue.steps.form import advance
 from bot.dialogue.turn import Turn, intent_of
 from bot.i18n import t
 from nlu.interface import ParseResult
@@ -117,6 +118,10 @@ def on_text(turn: Turn, event: TextEvent) -> None:
         turn.actions.append(CommentCase(comment_for, text))
         turn.say("comment_thanks")
         return
+    urgent_case = state.get("urgent_case")
+    if urgent_case and turn.step != Step.PHONE:
+        # An urgent conversation: every later message is on the case for the staff.
+        turn.actions.append(CaseWords(urgent_case, text))
     name, confidence = intent_of(event.parse)
     needed = turn.ctx.anytime_threshold if turn.step in FREE_TEXT_STEPS else turn.ctx.threshold
     if name in ANYTIME_INTENTS and confidence >= needed and len(text) <= 60:
@@ -156,39 +161,109 @@ def set_language(turn: Turn, language: str) -> None:
 # ------------------------------------------------------------------------- emergencies
 
 
+def emergency_help(turn: Turn, kinds: list[str]) -> None:
+    """The numbers and plain safety advice, first thing, in the resident's language.
+
+    A child in danger leads with 110 and the women's and children's line; self-harm
+    without violence now leads with the mental-health lines ("want to kill myself"
+    also matches a threat rule); anything else leads with 110. Every text names 110.
+    """
+    if "child_danger" in kinds:
+        key = "child_danger"
+    elif "self_harm" in kinds and "violence_now" not in kinds:
+        key = "self_harm"
+    else:
+        key = "danger"
+    turn.say(f"emergency_help.{key}")
+
+
+def emergency_kind(turn: Turn, parse: ParseResult) -> tuple[str, float]:
+    """The case kind of an emergency: a dispute the classifier is sure of, else
+    ``emergency`` (never a guess below the fallback threshold)."""
+    name, confidence = intent_of(parse)
+    if name.startswith("dispute_") and confidence >= turn.ctx.threshold:
+        return name, confidence
+    for item in parse.get("intent_ranking") or []:
+        ranked = str(item.get("name", ""))
+        score = float(item.get("confidence") or 0.0)
+        if ranked.startswith("dispute_") and score >= turn.ctx.threshold:
+            return ranked, score
+    return "emergency", 1.0
+
+
+def state_lang_set(turn: Turn) -> bool:
+    return bool(turn.state.get("lang_set"))
+
+
 def on_emergency(turn: Turn, event: TextEvent) -> None:
-    """Answer with emergency contacts at once and get a person on it, whatever the step."""
+    """One path whatever the state: help text now, then get a person on it.
+
+    - an intake with a filed case, or no intake but earlier cases: ``FlagUrgent`` on
+      that case (the newest of the chat, whatever its status) with the words;
+    - otherwise (nothing yet, or an intake not filed yet): ``FileCase(reason=
+      "emergency")`` with the words in ``draft["trigger"]`` and any place they name.
+    Afterwards the conversation asks where the resident is if that is unknown, and
+    later messages go to the case as words (:class:`CaseWords`).
+    """
     risk = event.parse.get("risk")
     kinds = [str(kind) for kind in (risk.get("kinds") if risk else None) or []]
-    turn.say("emergency")
+    text = event.text.strip()
+    if not state_lang_set(turn):
+        turn.state["lang"] = detect_language(text)  # help in the language they wrote in
+    emergency_help(turn, kinds)
     state = turn.state
+    state.pop("comment_for", None)
+    if turn.step == Step.CONFIRM_CANCEL:  # the cancel question is moot now
+        turn.go(Step.of(state.pop("resume", Step.DESCRIBE.value)))
+    street, community = turn.ctx.geography.find_in_text(text)
     draft = state.get("draft")
     cases = state.get("cases") or []
-    if draft is None and cases and turn.step == Step.DONE:
-        turn.actions.append(FlagUrgent(cases[-1], tuple(kinds)))
+    reference = (draft or {}).get("reference") or (cases[-1] if draft is None and cases else None)
+    if reference:
+        if draft is not None:
+            draft["risk"] = "urgent"
+            draft["risk_kinds"] = sorted(set(draft["risk_kinds"]) | set(kinds))
+            if street and not draft["street"]:
+                draft["street"], draft["community"] = street.code, community
+                draft["location_done"] = True
+        state["urgent_case"] = reference
+        turn.actions.append(
+            FlagUrgent(
+                reference,
+                tuple(kinds),
+                words=text,
+                street=street.code if street else None,
+                community=community,
+            )
+        )
         return
+    fresh = draft is None or not draft["words"] or turn.step in (Step.NEW, Step.DESCRIBE)
     draft = turn.draft
-    if turn.step in (Step.NEW, Step.DESCRIBE, Step.DONE):
-        turn.add_words(event.text)
-        draft["entities"] = list(event.parse.get("entities") or [])
-        draft["category"] = draft["category"] or best_dispute(event.parse)
-        draft["confidence"] = 0.0
-        turn.go(Step.CONFIRM_CATEGORY)
-    if not draft["words"]:
-        turn.add_words(event.text)
-    draft["category"] = draft["category"] or best_dispute(event.parse)
+    turn.add_words(text)
+    draft["entities"] = list(draft["entities"]) + list(event.parse.get("entities") or [])
+    draft["trigger"] = {"text": text, "kinds": kinds}
+    if street and not draft["street"]:
+        draft["street"], draft["community"] = street.code, community
+        draft["location_done"] = True
+    if fresh or not draft["category"]:
+        draft["category"], draft["confidence"] = emergency_kind(turn, event.parse)
     raise_urgent(turn, kinds, say=False)
+    if fresh or turn.step in (Step.CHOOSE_CATEGORY, Step.CONFIRM_CATEGORY, Step.DONE):
+        advance(turn)
+    elif not draft["location_done"]:
+        turn.go(Step.STREET)
 
 
 def raise_urgent(turn: Turn, kinds: list[str], *, say: bool = True) -> None:
     """Mark the draft urgent and get a person on it now: file it, or flag the filed case."""
     draft = turn.draft
     if say:
-        turn.say("emergency")
+        emergency_help(turn, kinds)
     draft["risk"] = "urgent"
     draft["risk_kinds"] = sorted(set(draft["risk_kinds"]) | set(kinds))
     reference = draft.get("reference")
     if reference:
+        turn.state["urgent_case"] = reference
         turn.actions.append(FlagUrgent(reference, tuple(kinds)))
     else:
         turn.actions.append(FileCase(copy.deepcopy(dict(draft)), "emergency"))
@@ -242,9 +317,11 @@ def on_result(turn: Turn, event: CaseFiled | StatusResult | ActionDone) -> None:
         filed(turn, event)
         return
     turn.draft["reference"] = event.reference
-    turn.say(
-        "urgent_filed" if event.reason == "emergency" else "human_filed", reference=event.reference
-    )
+    if event.reason == "emergency":
+        state["urgent_case"] = event.reference
+        turn.say("urgent_registered", reference=event.reference)
+    else:
+        turn.say("human_filed", reference=event.reference)
     turn.ask()
 
 
@@ -268,6 +345,7 @@ def on_command(turn: Turn, event: CommandEvent) -> None:
             ask_cancel(turn)
         else:
             state["draft"] = None
+            state.pop("urgent_case", None)
             turn.go(Step.DESCRIBE)
             turn.ask()
     elif name in ("language", "lang"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from bot.dialogue.geography import Street
 from bot.dialogue.model import (
     Button,
@@ -11,6 +13,7 @@ from bot.dialogue.model import (
     LocationEvent,
     Reply,
     TextEvent,
+    UpdateCase,
 )
 from bot.dialogue.registry import step
 from bot.dialogue.state import Step
@@ -25,6 +28,14 @@ def place(turn: Turn, street: Street | None, community: str | None) -> None:
     draft = turn.draft
     draft["street"] = street.code if street else None
     draft["community"] = community
+    reference = draft.get("reference")
+    if reference and draft.get("risk") == "urgent":
+        # Filed already as urgent: move it there now (the runner posts a new card);
+        # the community can wait, the street is what reaches the nearest staff.
+        draft["location_done"] = True
+        turn.actions.append(UpdateCase(reference, copy.deepcopy(dict(draft))))
+        next_question(turn)
+        return
     if street is None or community:
         draft["location_done"] = True
         next_question(turn)
@@ -72,7 +83,8 @@ class AskStreet:
             for i in range(0, len(streets), 3)
         ]
         rows.append([Button(turn.text("street_none"), "street:none")])
-        turn.say("ask_street", rows)
+        urgent = turn.draft.get("risk") == "urgent"
+        turn.say("ask_where_now" if urgent else "ask_street", rows)
         if turn.has("location"):
             turn.replies.append(Reply(turn.text("share_location_hint"), request="location"))
 

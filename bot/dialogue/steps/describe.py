@@ -100,7 +100,13 @@ class ConfirmCategory:
             turn.ask()
 
     def ask(self, turn: Turn) -> None:
-        category = turn.draft.get("category") or "dispute_other"
+        draft = turn.draft
+        if float(draft.get("confidence") or 0.0) < turn.ctx.threshold:
+            # Never ask to confirm a guess below the fallback threshold: offer choices.
+            turn.go(Step.CHOOSE_CATEGORY)
+            turn.ask()
+            return
+        category = draft.get("category") or "dispute_other"
         turn.say("confirm_category", turn.yes_no_buttons(), category=turn.category_title(category))
 
 
@@ -130,8 +136,7 @@ class ChooseCategory:
         draft = turn.state.get("draft") or {}
         candidates = [c for c in draft.get("candidates") or [] if c in forms.by_category]
         if not candidates:
-            candidates = [c for c in forms.categories if c.startswith("dispute_")]
-            candidates = [c for c in candidates if c != "dispute_other"]
+            candidates = [c for c in forms.disputes if c != "dispute_other"]
         rows = [[Button(turn.category_title(c), f"cat:{c}")] for c in candidates]
         rows.append([Button(turn.category_title("dispute_other"), "cat:dispute_other")])
         turn.say("choose_category", rows)

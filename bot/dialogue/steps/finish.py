@@ -32,10 +32,17 @@ EDIT_TARGETS = {
 
 def filed(turn: Turn, event: CaseFiled) -> None:
     """The case has its number: tell the resident what happens next, per risk level."""
+    draft = turn.draft
     form = turn.form
     centre = event.centre_en if turn.lang == "en" else event.centre_zh
+    if draft.get("risk") == "urgent":
+        key = "filed_urgent"  # never "one working day" when someone is in danger
+    elif draft.get("category") == "legal_consultation":
+        key = "filed_consultation"
+    else:
+        key = "filed"
     turn.say(
-        "filed",
+        key,
         reference=event.reference,
         centre=centre or turn.text("centre_default"),
     )
@@ -139,11 +146,16 @@ class Done:
             name, confidence = intent_of(event.parse)
             if name.startswith("dispute_") and confidence >= turn.ctx.threshold:
                 turn.state["draft"] = None
+                turn.state.pop("urgent_case", None)
                 describe(turn, event)
                 return
             if name in ("thank", "goodbye", "greet") and confidence >= turn.ctx.threshold:
                 turn.say(name)
                 return
+        urgent_case = turn.state.get("urgent_case")
+        if urgent_case and isinstance(event, TextEvent):
+            turn.say("words_added", reference=urgent_case)  # the router sent CaseWords
+            return
         cases = turn.state.get("cases") or []
         turn.say("done_hint", reference=cases[-1] if cases else "")
 

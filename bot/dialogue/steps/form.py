@@ -16,15 +16,27 @@ from storage.phone import mask_phone, normalise_phone
 
 def next_question(turn: Turn) -> None:
     """Go to the first unanswered question, or to the review, and ask it."""
+    advance(turn)
+    turn.ask()
+
+
+def advance(turn: Turn) -> None:
+    """Go to the first unanswered question, or to the review (without asking).
+
+    An urgent draft asks where the resident is before anything else: the case is
+    filed already and that is what routes it to the nearest staff.
+    """
     draft = turn.draft
     form = turn.form
-    if draft.get("editing"):
+    pending = [
+        s for s in form.slots if s.name not in draft["slots"] and s.name not in draft["skipped"]
+    ]
+    if draft.get("risk") == "urgent" and not draft["location_done"] and not draft.get("editing"):
+        turn.go(Step.COMMUNITY if draft["street"] else Step.STREET)
+    elif draft.get("editing"):
         draft["editing"] = False
         turn.go(Step.REVIEW)
     else:
-        pending = [
-            s for s in form.slots if s.name not in draft["slots"] and s.name not in draft["skipped"]
-        ]
         if pending:
             turn.go(Step.SLOT)
             draft["slot"] = pending[0].name
@@ -36,7 +48,6 @@ def next_question(turn: Turn) -> None:
             turn.go(Step.CONSENT)
         else:
             turn.go(Step.REVIEW)
-    turn.ask()
 
 
 def start_form(turn: Turn) -> None:
