@@ -32,7 +32,7 @@ CATEGORIES = {
 }
 
 # Kinds that are no dispute: danger with no dispute behind it, a booked consultation.
-OTHER_KINDS = {"emergency"}
+OTHER_KINDS = {"emergency", "legal_consultation"}
 
 # Asked by the engine for every category; a form must not ask them again.
 ENGINE_SLOTS = {"location", "street", "community", "phone", "consent"}
@@ -83,7 +83,12 @@ def test_gig_work_prefills_platform_and_amount(forms: Forms) -> None:
             {"entity": "amount", "value": 3000},
         ]
     }
-    assert prefill(form.slots, parse) == {"platform": "美团", "amount": 3000}
+    # The platform also answers "who is the other party" (fallback_entity).
+    assert prefill(form.slots, parse) == {
+        "platform": "美团",
+        "counterparty": "美团",
+        "amount": 3000,
+    }
 
 
 @pytest.mark.parametrize(

@@ -191,6 +191,10 @@ def emergency_kind(turn: Turn, parse: ParseResult) -> tuple[str, float]:
     return "emergency", 1.0
 
 
+#: Steps at which an emergency starts a case of its own (no dispute being written).
+FRESH_STEPS = frozenset({Step.NEW, Step.DESCRIBE, Step.OFFER_CONSULTATION})
+
+
 def state_lang_set(turn: Turn) -> bool:
     return bool(turn.state.get("lang_set"))
 
@@ -237,7 +241,7 @@ def on_emergency(turn: Turn, event: TextEvent) -> None:
             )
         )
         return
-    fresh = draft is None or not draft["words"] or turn.step in (Step.NEW, Step.DESCRIBE)
+    fresh = draft is None or not draft["words"] or turn.step in FRESH_STEPS
     draft = turn.draft
     turn.add_words(text)
     draft["entities"] = list(draft["entities"]) + list(event.parse.get("entities") or [])

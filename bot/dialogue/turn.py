@@ -9,6 +9,7 @@ the description, category titles) live here too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from bot.dialogue.forms import Form, Forms
@@ -16,6 +17,7 @@ from bot.dialogue.geography import Geography
 from bot.dialogue.model import Action, Button, ButtonEvent, Event, Reply, TextEvent
 from bot.dialogue.state import Draft, State, Step, new_draft
 from bot.i18n import LANGUAGES, raw, t
+from bot.referrals import Referrals, default_referrals
 from nlu.interface import ParseResult
 
 #: Every channel feature a reply may rely on; a channel without one never hears of it.
@@ -37,6 +39,10 @@ class Context:
     anytime_threshold: float = 0.6
     max_words: int = 20_000
     features: frozenset[str] = ALL_FEATURES
+    #: The resident's today (in ``settings.timezone``), so a date still to come is
+    #: refused for something that already happened; None: only words like 下个月 are.
+    today: date | None = None
+    referrals: Referrals = field(default_factory=default_referrals)
 
 
 def _answer_words(key: str) -> frozenset[str]:

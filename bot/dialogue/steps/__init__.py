@@ -3,6 +3,6 @@
 Importing this package registers every step in :data:`bot.dialogue.registry.STEPS`.
 """
 
-from bot.dialogue.steps import contact, describe, finish, form
+from bot.dialogue.steps import contact, describe, finish, form, referral
 
-__all__ = ["contact", "describe", "finish", "form"]
+__all__ = ["contact", "describe", "finish", "form", "referral"]

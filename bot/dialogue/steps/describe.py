@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import copy
 
+from bot.dialogue.forms import Slot
 from bot.dialogue.model import Button, ButtonEvent, Event, FileCase, TextEvent
 from bot.dialogue.registry import step
 from bot.dialogue.state import Step
-from bot.dialogue.steps.form import next_question, start_form
+from bot.dialogue.steps.form import (
+    apply_prefill,
+    collect_prefill,
+    next_question,
+    pending_slots,
+    prefill_lines,
+    start_form,
+)
 from bot.dialogue.turn import Turn, intent_of, yes_no
 from nlu.interface import ParseResult
 
@@ -25,10 +33,17 @@ def best_dispute(parse: ParseResult) -> str:
 
 def describe(turn: Turn, event: TextEvent) -> None:
     """Take a description, then confirm the category or offer the likely ones."""
+    name, confidence = intent_of(event.parse)
+    existing = turn.state.get("draft")
+    first = not (existing and existing.get("words")) and not (existing or {}).get("human")
+    if name == "referral" and confidence >= turn.ctx.threshold and first:
+        from bot.dialogue.steps.referral import give_referral  # it imports this module
+
+        give_referral(turn, event.text.strip())
+        return
     draft = turn.draft
     turn.add_words(event.text.strip())
     draft["entities"] = list(draft["entities"]) + list(event.parse.get("entities") or [])
-    name, confidence = intent_of(event.parse)
     ranking = [
         str(item.get("name"))
         for item in event.parse.get("intent_ranking") or []
@@ -43,6 +58,7 @@ def describe(turn: Turn, event: TextEvent) -> None:
     if name.startswith("dispute_") and confidence >= turn.ctx.threshold:
         draft["category"] = name
         draft["confidence"] = confidence
+        collect_prefill(turn)  # confirmed together with the kind: one step
         turn.go(Step.CONFIRM_CATEGORY)
     else:
         turn.go(Step.CHOOSE_CATEGORY)
@@ -81,17 +97,44 @@ class Describe:
         turn.say("ask_describe")
 
 
+def merged_slot(turn: Turn) -> Slot | None:
+    """The first question after the kind, when it is a choice: asked together with
+    the kind ("Labour dispute. What is the main problem? [unpaid wages] … [not this
+    kind]"), so pressing a choice confirms the kind and answers it in one message."""
+    draft = turn.draft
+    found = (draft.get("prefill") or {}).get("slots") or {}
+    pending = [s for s in pending_slots(turn) if s.name not in found]
+    if pending and pending[0].choices and "slots" in (draft.get("prefill") or {}):
+        return pending[0]
+    return None
+
+
 @step(Step.CONFIRM_CATEGORY)
 class ConfirmCategory:
-    """Asks to confirm the kind; only asked when the classifier is sure enough."""
+    """Confirms the kind and what the description already answered, in one step; only
+    asked when the classifier is sure enough."""
 
     def handle(self, turn: Turn, event: Event) -> None:
+        draft = turn.draft
+        slot = merged_slot(turn)
+        if slot and isinstance(event, ButtonEvent) and event.payload.startswith("choice:"):
+            value = event.payload.removeprefix("choice:")
+            if any(c.value == value for c in slot.choices):
+                apply_prefill(turn)
+                draft["slots"][slot.name] = value
+                next_question(turn)
+                return
         answer = yes_no(event, turn)
         if answer is True:
-            start_form(turn)
+            if "slots" in (draft.get("prefill") or {}):
+                apply_prefill(turn)
+                next_question(turn)
+            else:  # a conversation saved before the kind and prefill were merged
+                start_form(turn)
         elif answer is False:
-            rejected = turn.draft["category"]
-            turn.draft["candidates"] = [c for c in turn.draft["candidates"] if c != rejected][:3]
+            rejected = draft["category"]
+            draft["prefill"] = {}
+            draft["candidates"] = [c for c in draft["candidates"] if c != rejected][:3]
             turn.go(Step.CHOOSE_CATEGORY)
             turn.ask()
         elif isinstance(event, TextEvent):
@@ -106,8 +149,23 @@ class ConfirmCategory:
             turn.go(Step.CHOOSE_CATEGORY)
             turn.ask()
             return
-        category = draft.get("category") or "dispute_other"
-        turn.say("confirm_category", turn.yes_no_buttons(), category=turn.category_title(category))
+        title = turn.category_title(draft.get("category") or "dispute_other")
+        lines = prefill_lines(turn) if "slots" in (draft.get("prefill") or {}) else []
+        slot = merged_slot(turn)
+        if slot is None:
+            key = "confirm_category_with" if lines else "confirm_category"
+            turn.say(key, turn.yes_no_buttons(), category=title, lines="\n".join(lines))
+            return
+        rows = [[Button(c.label(turn.lang), f"choice:{c.value}")] for c in slot.choices]
+        rows.append([Button(turn.text("not_this_kind"), "no")])
+        text = turn.text("kind_and_question", category=title, question=slot.prompt.get(turn.lang))
+        if lines:
+            text = (
+                turn.text("kind_noted", category=title, lines="\n".join(lines))
+                + "\n"
+                + (slot.prompt.get(turn.lang))
+            )
+        turn.reply(text, rows)
 
 
 @step(Step.CHOOSE_CATEGORY)

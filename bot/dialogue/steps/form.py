@@ -9,7 +9,7 @@ from bot.dialogue.model import Button, ButtonEvent, Event, TextEvent
 from bot.dialogue.registry import step
 from bot.dialogue.state import Step
 from bot.dialogue.turn import Turn, yes_no
-from bot.dialogue.values import entity_value, prefill, read_slot
+from bot.dialogue.values import check_answer, entity_value, prefill
 from bot.dialogue.views import format_value, location_text
 from storage.phone import mask_phone, normalise_phone
 
@@ -27,10 +27,7 @@ def advance(turn: Turn) -> None:
     filed already and that is what routes it to the nearest staff.
     """
     draft = turn.draft
-    form = turn.form
-    pending = [
-        s for s in form.slots if s.name not in draft["slots"] and s.name not in draft["skipped"]
-    ]
+    pending = pending_slots(turn)
     if draft.get("risk") == "urgent" and not draft["location_done"] and not draft.get("editing"):
         turn.go(Step.COMMUNITY if draft["street"] else Step.STREET)
     elif draft.get("editing"):
@@ -50,18 +47,76 @@ def advance(turn: Turn) -> None:
             turn.go(Step.REVIEW)
 
 
-def start_form(turn: Turn) -> None:
-    """The kind is settled: confirm what is already known, or start asking."""
+def pending_slots(turn: Turn) -> list[Slot]:
+    """The form's questions still to ask one by one (see :meth:`Form.asked`)."""
+    draft = turn.draft
+    form = turn.form
+    done = set(draft["slots"]) | set(draft["skipped"])
+    return [s for s in form.slots if s.name not in done and form.asked(s)]
+
+
+def collect_prefill(turn: Turn) -> bool:
+    """Keep in the draft what the description already answers; True if anything."""
     draft = turn.draft
     form = turn.form
     entities = {"entities": draft["entities"]}
-    found = prefill(form.slots, entities)
+    words = " ".join(draft["words"])
+    found = prefill(form.slots, entities, words, turn.ctx.today)
     found = {k: v for k, v in found.items() if k not in draft["slots"]}
     location = prefill_location(turn)
     phone = entity_value(entities, "phone")
     phone = normalise_phone(str(phone)) if phone else None
+    if draft["phone_done"]:
+        phone = None
     draft["prefill"] = {"slots": found, "location": location, "phone": phone}
-    if found or location or (phone and not draft["phone_done"]):
+    return bool(found or location or phone)
+
+
+def apply_prefill(turn: Turn) -> None:
+    """The resident said yes to what was understood: it becomes the draft's."""
+    from bot.dialogue.router import raise_urgent  # the router imports the steps
+
+    draft = turn.draft
+    found: dict[str, Any] = draft.pop("prefill", {})
+    draft["prefill"] = {}
+    draft["slots"].update(found.get("slots") or {})
+    if found.get("location"):
+        draft["street"], draft["community"] = found["location"]
+        # A street without its community still gets the community question.
+        draft["location_done"] = draft["community"] is not None
+    if found.get("phone"):
+        draft["phone"] = found["phone"]
+        draft["phone_done"] = True
+    for name, value in (found.get("slots") or {}).items():
+        slot = turn.form.slot(name)
+        risk = next((c.risk for c in slot.choices if c.value == value), None) if slot else None
+        if risk == "urgent" and draft["risk"] != "urgent":
+            raise_urgent(turn, [f"{draft['category']}:{name}:{value}"])
+        elif risk == "elevated" and draft["risk"] == "normal":
+            draft["risk"] = "elevated"
+
+
+def prefill_lines(turn: Turn) -> list[str]:
+    """What the description already answers, one line each (phone masked)."""
+    found = turn.draft.get("prefill") or {}
+    form = turn.form
+    lang = turn.lang
+    lines = []
+    for name, value in (found.get("slots") or {}).items():
+        slot = form.slot(name)
+        if slot:
+            lines.append(f"• {slot.label.get(lang)}: {format_value(turn, slot, value)}")
+    if found.get("location"):
+        street, community = found["location"]
+        lines.append(f"• {turn.text('field_location')}: {location_text(turn, street, community)}")
+    if found.get("phone"):
+        lines.append(f"• {turn.text('field_phone')}: {mask_phone(found['phone'])}")
+    return lines
+
+
+def start_form(turn: Turn) -> None:
+    """The kind is settled: confirm what is already known, or start asking."""
+    if collect_prefill(turn):
         turn.go(Step.CONFIRM_PREFILL)
         turn.ask()
         return
@@ -95,34 +150,14 @@ class ConfirmPrefill:
                 turn.say("please_yes_no")
             turn.ask()
             return
-        draft = turn.draft
-        found: dict[str, Any] = draft.pop("prefill", {})
         if answer:
-            draft["slots"].update(found.get("slots") or {})
-            if found.get("location"):
-                draft["street"], draft["community"] = found["location"]
-                # A street without its community still gets the community question.
-                draft["location_done"] = draft["community"] is not None
-            if found.get("phone"):
-                draft["phone"] = found["phone"]
-                draft["phone_done"] = True
+            apply_prefill(turn)
+        else:
+            turn.draft["prefill"] = {}
         next_question(turn)
 
     def ask(self, turn: Turn) -> None:
-        found = turn.draft.get("prefill") or {}
-        form = turn.form
-        lang = turn.lang
-        lines = []
-        for name, value in (found.get("slots") or {}).items():
-            slot = form.slot(name)
-            if slot:
-                lines.append(f"• {slot.label.get(lang)}: {format_value(turn, slot, value)}")
-        if found.get("location"):
-            street, community = found["location"]
-            place = location_text(turn, street, community)
-            lines.append(f"• {turn.text('field_location')}: {place}")
-        if found.get("phone"):
-            lines.append(f"• {turn.text('field_phone')}: {mask_phone(found['phone'])}")
+        lines = prefill_lines(turn)
         turn.say("confirm_prefill", turn.yes_no_buttons(), lines="\n".join(lines))
 
 
@@ -143,6 +178,7 @@ class AskSlot:
             next_question(turn)
             return
         value: Any = None
+        problem: str | None = "invalid_answer"
         if isinstance(event, ButtonEvent):
             if event.payload == "skip" and not slot.required:
                 draft["skipped"].append(slot.name)
@@ -153,10 +189,11 @@ class AskSlot:
                 choice = event.payload.removeprefix("choice:")
                 value = choice if any(c.value == choice for c in slot.choices) else None
         elif isinstance(event, TextEvent):
-            value = read_slot(slot, event.text, event.parse)
+            answer = check_answer(slot, event.text, event.parse, turn.ctx.today)
+            value, problem = answer.value, answer.problem
         if value is None:
             if isinstance(event, TextEvent | ButtonEvent):
-                turn.say("invalid_answer")
+                turn.say(problem or "invalid_answer")  # a re-ask that says what is wanted
             turn.ask()
             return
         draft["slots"][slot.name] = value
