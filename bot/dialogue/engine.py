@@ -31,6 +31,7 @@ from bot.dialogue.router import (
 )
 from bot.dialogue.state import State, Step, initial_state, new_draft
 from bot.dialogue.turn import NO_WORDS, YES_WORDS, Context, Turn
+from bot.dialogue.values import normalise_answer
 from bot.dialogue.views import review_lines
 
 __all__ = [
@@ -48,6 +49,41 @@ __all__ = [
 ]
 
 
+#: Steps whose typed answer is a number in its own right (an amount, a phone number):
+#: there "1" is not "the first button".
+_NUMBER_ANSWER_TYPES = frozenset({"amount", "integer", "date", "text"})
+
+
+def pressed(turn: Turn, text: str) -> str | None:
+    """The payload of the offered button a typed answer names, if any.
+
+    A title typed with other spacing, punctuation or width ("是。", "提交") counts, and
+    so does its number ("1", "１") on channels that show buttons as numbered options
+    (WeChat, console) — except where a number is itself the answer.
+    """
+    offered = turn.state.get("offered") or {}
+    if not offered:
+        return None
+    if text.strip() in offered:
+        return offered[text.strip()]
+    wanted = normalise_answer(text)
+    if not wanted:
+        return None
+    for title, payload in offered.items():
+        if normalise_answer(title) == wanted:
+            return payload
+    if wanted.isdigit() and turn.step != Step.PHONE:
+        if turn.step == Step.SLOT:
+            slot = turn.form.slot(str(turn.draft.get("slot")))
+            if slot is None or slot.type in _NUMBER_ANSWER_TYPES:
+                return None
+        number = int(wanted)
+        payloads = list(offered.values())
+        if 1 <= number <= len(payloads):
+            return payloads[number - 1]
+    return None
+
+
 def handle(state: Mapping[str, Any] | None, event: Event, ctx: Context) -> Outcome:
     """Advance the conversation by one event. Never mutates ``state``."""
     # State is JSON (it is stored as JSON); a JSON round trip copies it several times
@@ -55,9 +91,10 @@ def handle(state: Mapping[str, Any] | None, event: Event, ctx: Context) -> Outco
     copied = cast(State, json.loads(json.dumps(state))) if state else initial_state()
     turn = Turn(state=copied, ctx=ctx)
     step = turn.state.get("step")
-    offered = turn.state.get("offered") or {}
-    if isinstance(event, TextEvent) and event.text.strip() in offered:
-        event = ButtonEvent(offered[event.text.strip()])
+    if isinstance(event, TextEvent):
+        payload = pressed(turn, event.text)
+        if payload is not None:
+            event = ButtonEvent(payload)
     dispatch(turn, event)
     if turn.state.get("step") != step and not turn.offered_now:
         # Buttons of a question that is no longer asked must not be pressed by typing.

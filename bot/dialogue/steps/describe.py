@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import unicodedata
 
 from bot.dialogue.forms import Slot
 from bot.dialogue.model import Button, ButtonEvent, Event, FileCase, TextEvent
@@ -21,6 +22,22 @@ from nlu.interface import ParseResult
 
 #: Conversation intents that are not a description when nothing was described yet.
 SMALL_TALK = frozenset({"greet", "thank", "goodbye", "affirm", "deny"})
+
+
+def readable(text: str) -> bool:
+    """Chinese or English words we can take as a description (not emoji, digits only,
+    or mostly another script such as Korean, Japanese kana, Cyrillic or Arabic)."""
+    cjk = latin = other = 0
+    for ch in text:
+        if "\u3400" <= ch <= "\u9fff":
+            cjk += 1
+        elif ch.isascii() and ch.isalpha():
+            latin += 1
+        elif unicodedata.category(ch).startswith("L"):
+            other += 1
+    if cjk and cjk >= other:
+        return True
+    return latin >= 2 and latin >= other
 
 
 def best_dispute(parse: ParseResult) -> str:
@@ -82,6 +99,9 @@ class Describe:
             return
         name, confidence = intent_of(event.parse)
         draft = turn.state.get("draft")
+        if not (draft and draft["words"]) and not readable(event.text):
+            turn.say("describe_in_words")  # emoji, digits, another script: no guess
+            return
         if name in SMALL_TALK and not (draft and draft["words"]):
             if name in ("thank", "goodbye"):
                 turn.say(name)
