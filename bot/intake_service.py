@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -37,10 +37,12 @@ from bot.dialogue.model import (
     AttachEvidence,
     AttachmentEvent,
     CaseFiled,
+    CaseWords,
     CommentCase,
     Event,
     FileCase,
     FlagUrgent,
+    GiveReferral,
     LookupStatus,
     Outcome,
     RateCase,
@@ -66,6 +68,11 @@ log = logging.getLogger(__name__)
 
 #: How many chats' states one process keeps in memory between their messages.
 STATE_CACHE_SIZE = 10_000
+#: What each channel can show; the engine never mentions a button the channel lacks.
+CHANNEL_FEATURES = {"telegram": frozenset({"buttons", "contact", "location"})}
+#: REST and callback bridges, the console and WeChat show choices (as buttons or
+#: numbered options) but have no share-my-number or share-my-location button.
+DEFAULT_FEATURES = frozenset({"buttons"})
 #: A resident's single message longer than this is refused politely (nothing stored).
 MAX_MESSAGE_CHARS = 20_000
 
@@ -106,6 +113,13 @@ class IntakeService:
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+
+    def context_for(self, channel: str) -> Context:
+        """The engine's context for one channel: what it can show (a share-my-number
+        button only on Telegram) and the resident's today in the district's zone."""
+        features = CHANNEL_FEATURES.get(channel, DEFAULT_FEATURES)
+        today = datetime.now(ZoneInfo(self.timezone)).date()
+        return replace(self.ctx, features=features, today=today)
 
     def _remember(self, key: tuple[str, str], state: dict[str, Any], version: int) -> None:
         """Keep the last saved state of recent chats, saving a read per message."""
@@ -177,6 +191,7 @@ class IntakeService:
         self, sender: Sender, event: Event, update_id: int | None
     ) -> tuple[list[Reply], list[Notice]]:
         key = (sender.channel, sender.chat_id)
+        ctx = self.context_for(sender.channel)
         # Safe without re-reading: a save only succeeds if nobody else saved since this
         # version (else StaleState, and the retry starts from the store).
         cached = self._states.pop(key, None)
@@ -185,7 +200,7 @@ class IntakeService:
             # Most messages only answer a question (no relay while an intake is open):
             # with the state in memory, the engine plus one UPDATE, no ORM session.
             state, version = cached
-            outcome = handle(state, event, self.ctx)
+            outcome = handle(state, event, ctx)
             if not outcome.actions:
                 async with self.store.engine.begin() as connection:
                     saved = await save_conversation(connection, *key, outcome.state, version)
@@ -206,7 +221,7 @@ class IntakeService:
                 if relayed is not None:
                     saved = await save_conversation(session, *key, relayed[1], version)
                     return self._done(key, relayed[1], saved, relayed[0]), notices
-                outcome = handle(state, event, self.ctx)
+                outcome = handle(state, event, ctx)
             state = outcome.state
             replies = list(outcome.replies)
             pending: list[Action] = list(outcome.actions)
@@ -220,7 +235,7 @@ class IntakeService:
                 result = await self._run(session, action, sender, resident, state, notices, event)
                 if result is None:
                     continue
-                follow = handle(state, result, self.ctx)
+                follow = handle(state, result, ctx)
                 state = follow.state
                 replies.extend(follow.replies)
                 pending.extend(follow.actions)
@@ -352,10 +367,32 @@ class IntakeService:
                         notices.append(CaseNotice("moved", reference))
                     return None
                 case FlagUrgent(reference=reference, kinds=kinds):
-                    words = getattr(action, "words", None) or _event_text(event)
-                    await intake.flag_urgent(session, reference, list(kinds), resident, words)
+                    words = action.words or _event_text(event)
+                    moved = await intake.flag_urgent(
+                        session,
+                        reference,
+                        list(kinds),
+                        resident,
+                        words,
+                        street=action.street,
+                        community=action.community,
+                    )
+                    if moved:
+                        notices.append(CaseNotice("moved", reference))
                     notices.append(CaseNotice("urgent", reference))
                     return ActionDone("urgent", reference)
+                case CaseWords(reference=reference, text=text):
+                    relay = await intake.add_words(session, reference, text, resident)
+                    if relay is not None:
+                        notices.append(RelayNotice(reference, relay, text))
+                    return None
+                case GiveReferral(topic=topic):
+                    draft = state.get("draft")
+                    street = draft.get("street") if isinstance(draft, dict) else None
+                    await intake.record_referral(
+                        session, topic, channel=sender.channel, street=street, language=language
+                    )
+                    return None
                 case RequestHuman(reference=reference):
                     await intake.request_human(session, reference, resident)
                     notices.append(CaseNotice("human", reference))
