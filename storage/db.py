@@ -94,3 +94,79 @@ async def check_database(engine: AsyncEngine) -> None:
     except Exception as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DatabaseUnavailable(f"{safe_url(str(engine.url))}: {reason}") from error
+
+
+# ------------------------------------------------------------------ health probes
+
+#: How long a health probe waits for another connection's write lock.
+PROBE_TIMEOUT_S = 1.0
+
+
+def _probe_sqlite_file(path: str, timeout: float) -> str | None:
+    """A real committed write on its own connection; None when it worked, else why not.
+
+    ``PRAGMA user_version`` set to its own value rewrites the header page and needs a
+    commit, so a read-only or immutable file, a full disk or a lost directory fail here
+    although a ``SELECT`` would still work. ``timeout`` bounds the wait for another
+    process's write lock, so the probe never hangs behind a long transaction.
+    """
+    import sqlite3
+
+    try:
+        connection = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    except sqlite3.Error as error:
+        return str(error)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        (version,) = connection.execute("PRAGMA user_version").fetchone()
+        connection.execute(f"PRAGMA user_version = {int(version)}")
+        connection.execute("COMMIT")
+        return None
+    except sqlite3.OperationalError as error:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        return str(error)
+    except sqlite3.Error as error:
+        return str(error)
+    finally:
+        connection.close()
+
+
+async def probe_write(engine: AsyncEngine, wait_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Can this database take a write right now? None when yes, else a short reason.
+
+    SQLite: a separate short-lived connection (never the engine's single pooled one,
+    which a long unit of work may hold) with a ``wait_s`` busy wait. PostgreSQL: a
+    rolled-back DDL statement under ``lock_timeout``, which a read-only server or a
+    read-only default transaction refuses.
+    """
+    import asyncio
+
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        database = url.database
+        if not database or database == ":memory:":
+            return None
+        return await asyncio.to_thread(_probe_sqlite_file, database, wait_s)
+    try:
+        async with asyncio.timeout(wait_s * 3):
+            async with engine.connect() as connection:
+                transaction = await connection.begin()
+                try:
+                    millis = int(wait_s * 1000)
+                    await connection.execute(text(f"SET LOCAL lock_timeout = {millis}"))
+                    await connection.execute(text(f"SET LOCAL statement_timeout = {millis}"))
+                    await connection.execute(text("CREATE TEMPORARY TABLE health_probe (x int)"))
+                finally:
+                    await transaction.rollback()
+        return None
+    except TimeoutError:
+        return "timed out"
+    except Exception as error:
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def is_lock_timeout(reason: str) -> bool:
+    """The probe only waited too long for another writer: busy, not broken."""
+    lowered = reason.lower()
+    return "locked" in lowered or "lock timeout" in lowered or "timed out" in lowered
