@@ -4,10 +4,10 @@ A load balancer or systemd watchdog acts on the status code alone, so 503 means 
 send people here": the database cannot be reached or written, or the centre directory
 is empty (a case would be filed to nobody). The body says why, and what else is on:
 
-- ``database``: reachability (``SELECT 1`` through the pool) and a real write probe on
-  its own short-lived connection (:func:`storage.db.probe_write`, about 1 s at most, so
-  the check never hangs behind another process's write lock; a lock held longer is
-  reported as ``busy``, not as a failure);
+- ``database``: a read and a real write on a short-lived connection of its own
+  (:func:`storage.db.probe_database`: about 1 s at most, never the SQLite pool's single
+  connection, so the check never hangs behind a long write; a lock held longer than
+  that is reported as ``busy``, not as a failure);
 - ``directory``: how many centres are loaded;
 - ``channels``: whether REST and the callback channel are on and token-protected
   (they are off when the server listens beyond loopback without ``TIAOJIE_REST_TOKEN``);
@@ -16,23 +16,14 @@ is empty (a case would be filed to nobody). The body says why, and what else is 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from sqlalchemy import func, select
 
 from bot.runtime import Store
 from bot.settings import Settings
-from storage.db import (
-    PROBE_TIMEOUT_S,
-    DatabaseUnavailable,
-    check_database,
-    is_lock_timeout,
-    probe_write,
-    safe_url,
-)
+from storage.db import probe_database, safe_url
 from storage.models import Centre
 
 HealthCheck = Callable[[], Awaitable[dict[str, object]]]
@@ -68,53 +59,39 @@ def channel_report(settings: Settings, *, callback_on: bool) -> dict[str, object
     return report
 
 
-async def _database(health: Health) -> tuple[dict[str, object], bool]:
+async def _database(health: Health) -> tuple[dict[str, object], dict[str, object]]:
+    """The database and directory reports, from one probe on its own connection."""
     engine = health.store.engine
-    report: dict[str, object] = {"url": safe_url(str(engine.url))}
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT_S * 3):
-            await check_database(engine)
-    except (DatabaseUnavailable, TimeoutError) as error:
-        report.update(status="unavailable", error=str(error) or "timed out")
-        return report, False
-    reason = await probe_write(engine)
-    if reason is None:
-        report.update(status="ok", writable=True)
-        return report, True
-    if is_lock_timeout(reason):
-        report.update(status="busy", writable=True, note=reason)
-        return report, True
-    report.update(status="read_only", writable=False, error=reason)
-    return report, False
-
-
-async def _directory(health: Health) -> tuple[dict[str, object], bool]:
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT_S * 3), health.store.sessions() as session:
-            count = int(
-                (await session.execute(select(func.count()).select_from(Centre))).scalar_one()
-            )
-    except Exception as error:  # the database report already says why
-        return {"status": "unknown", "error": type(error).__name__}, False
-    if count == 0:
-        return {
+    probe = await probe_database(engine, count_table=Centre.__tablename__)
+    database: dict[str, object] = {"url": safe_url(str(engine.url))}
+    if probe.read_error is not None:
+        database.update(status="unavailable", error=probe.read_error)
+    elif probe.write_error is None:
+        database.update(status="ok", writable=True)
+    elif probe.busy:
+        # Another writer held the lock past the probe's short wait: slow, not broken.
+        database.update(status="busy", writable=True, note=probe.write_error)
+    else:
+        database.update(status="read_only", writable=False, error=probe.write_error)
+    if probe.rows is None:
+        directory: dict[str, object] = {"status": "unknown"}
+    elif probe.rows == 0:
+        directory = {
             "status": "empty",
             "centres": 0,
             "reason": "no centres loaded: run `tiaojie centers load`",
-        }, False
-    return {"status": "ok", "centres": count}, True
+        }
+    else:
+        directory = {"status": "ok", "centres": probe.rows}
+    return database, directory
 
 
 async def healthz(request: web.Request) -> web.Response:
     """200 when a message can be taken and filed, else 503 with the reasons."""
     health = request.app[HEALTH]
-    database, db_ok = await _database(health)
-    body: dict[str, object] = {"status": "ok", "database": database}
-    ok = db_ok
-    if db_ok:
-        directory, dir_ok = await _directory(health)
-        body["directory"] = directory
-        ok = ok and dir_ok
+    database, directory = await _database(health)
+    body: dict[str, object] = {"status": "ok", "database": database, "directory": directory}
+    ok = database["status"] in ("ok", "busy") and directory["status"] == "ok"
     body["channels"] = channel_report(
         health.settings, callback_on=request.app.get(CALLBACK_ON, False)
     )
