@@ -17,7 +17,7 @@ from bot.channels.rest import add_rest_channel
 from bot.dialogue.engine import Context
 from bot.dialogue.forms import default_forms
 from bot.dialogue.geography import load_geography
-from bot.health import CALLBACK_ON, HEALTH_CHECKS, add_health
+from bot.health import CALLBACK_ON, HEALTH_CHECKS, HealthCheck, add_health
 from bot.http_errors import error_middleware
 from bot.intake_service import IntakeService
 from bot.runtime import Store
@@ -51,7 +51,7 @@ def create_app(
     app = web.Application(client_max_size=1024 * 1024, middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[NLU] = nlu
-    app[HEALTH_CHECKS] = {"nlu": nlu.health}
+    app[HEALTH_CHECKS] = dict[str, HealthCheck](nlu=nlu.health)
     owned = store is None
     app[STORE] = store or Store.open(settings)
 

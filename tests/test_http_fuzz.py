@@ -145,8 +145,8 @@ def message_shapes(seed: int, count: int) -> list[Shape]:
         if kind == 15:
             return Shape("bom", b"\xef\xbb\xbf" + _json({"sender": who, "message": "hi"}))
         if kind == 16:
-            body = _json({"sender": who, "message": "hi"}).decode().encode("utf-32")
-            return Shape("utf-32 undeclared", body)
+            utf32 = _json({"sender": who, "message": "hi"}).decode().encode("utf-32")
+            return Shape("utf-32 undeclared", utf32)
         return Shape("whitespace", rng.choice([b" ", b"\n\n", b"\x00", b"{}", b'{"sender":}']))
 
     shapes = [good(i) if rng.random() < 0.2 else bad(i) for i in range(count)]
@@ -349,8 +349,8 @@ def update_shapes(seed: int, count: int, api: BotApiStandIn) -> list[Shape]:
             big = rng.choice([10**30, -1, 2**63, -(2**63), 2**53 + 1])
             return Shape("update_id range", _json({**real, "update_id": big}))
         if kind == 4:
-            value = rng.choice(["5", 5.5, True, None, [5], {"id": 5}])
-            return Shape("update_id type", _json({**real, "update_id": value}))
+            wrong: Any = rng.choice(["5", 5.5, True, None, [5], {"id": 5}])
+            return Shape("update_id type", _json({**real, "update_id": wrong}))
         if kind == 5:
             return Shape("no update_id", _json({k: v for k, v in real.items() if k != "update_id"}))
         if kind == 6:
@@ -360,7 +360,10 @@ def update_shapes(seed: int, count: int, api: BotApiStandIn) -> list[Shape]:
             body = f'{{"update_id": {next(next_id)}, "message": {_nested(1000)}}}'
             return Shape("deep message", body.encode())
         if kind == 8:
-            message = {"text": MARK, "chat": rng.choice([None, "x", {"id": "x"}, []])}
+            message: dict[str, Any] = {
+                "text": MARK,
+                "chat": rng.choice([None, "x", {"id": "x"}, []]),
+            }
             return Shape(
                 "malformed message", _json({"update_id": next(next_id), "message": message})
             )

@@ -50,11 +50,11 @@ async def test_concurrent_get_or_create_resident_from_two_engines(db_url: str) -
                 return (await get_or_create_resident(session, "rest", name)).id
 
         names = [f"crowd-{i % 5}" for i in range(20)]
-        ids = await asyncio.gather(
+        crowd = await asyncio.gather(
             *(one(first if i % 2 else second, name) for i, name in enumerate(names))
         )
         by_name: dict[str, set[int]] = {}
-        for name, id_ in zip(names, ids, strict=True):
+        for name, id_ in zip(names, crowd, strict=True):
             by_name.setdefault(name, set()).add(id_)
         assert all(len(found) == 1 for found in by_name.values())
         async with session_factory(first)() as session:

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from yarl import URL
 
 from actions.ports import DeliveryError
 from bot.channels.rest import check_access, read_message, reply_payload
@@ -61,6 +62,8 @@ class CallbackPort:
         timeout: float = POST_TIMEOUT_S,
     ) -> None:
         self.url = url
+        #: For logs: the URL without any user or password in it.
+        self.shown_url = str(URL(url).with_user(None))
         self._token = token
         self._attempts = attempts
         self._backoff = backoff
@@ -93,7 +96,7 @@ class CallbackPort:
                     await self._post_once(body)
         except _Transient as error:
             log.warning(
-                "callback to %s failed after %d attempts: %s", self.url, self._attempts, error
+                "callback to %s failed after %d attempts: %s", self.shown_url, self._attempts, error
             )
             raise DeliveryError(str(error)) from None
 
@@ -113,7 +116,7 @@ class CallbackPort:
         if status >= 500 or status == 429:
             raise _Transient(f"HTTP {status}")
         if status >= 400:
-            log.warning("callback to %s refused with HTTP %d", self.url, status)
+            log.warning("callback to %s refused with HTTP %d", self.shown_url, status)
             raise DeliveryError(f"HTTP {status}", permanent=True)
 
 
