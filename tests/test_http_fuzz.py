@@ -424,6 +424,7 @@ async def test_telegram_webhook_fuzz_never_500(
                         assert api.calls_to("sendMessage", int(str(shape.sender)))
                     elif shape.name in ("wrong secret", "no secret"):
                         assert status == 403
+                        _assert_refusal(status, body, shape)
                     else:
                         _assert_refusal(status, body, shape)
                 async with http.get(f"http://127.0.0.1:{port}/healthz") as health:

@@ -48,7 +48,7 @@ from bot.dialogue.model import (
     TextEvent,
     UnsupportedEvent,
 )
-from bot.http_errors import BadBody, read_json
+from bot.http_errors import BadBody, error_response, read_json
 from bot.i18n import normalise_language, t
 from bot.intake_service import IntakeService, Sender
 from bot.settings import Settings
@@ -313,7 +313,7 @@ async def telegram_webhook(request: web.Request) -> web.Response:
         given.encode("utf-8", "replace"), expected.get_secret_value().encode()
     ):
         log.warning("refused webhook call without the right secret from %s", request.remote)
-        return web.Response(status=403, text="forbidden")
+        return error_response("bad_secret", 403)
     application = request.app[TELEGRAM]
     update = _update_from(await read_json(request), application.bot)
     await application.process_update(update)
