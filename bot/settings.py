@@ -57,6 +57,8 @@ class Settings(BaseSettings):
         default=Path("storage/data/baoan_centres.yml"), alias="TIAOJIE_CENTRES_FILE"
     )
     sweep_seconds: int = Field(default=60, ge=0, le=3600, alias="TIAOJIE_SWEEP_SECONDS")
+    #: Where people reach this installation (links to the web workspace on cards).
+    public_url: str | None = Field(default=None, alias="TIAOJIE_PUBLIC_URL")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="TIAOJIE_LOG_LEVEL"
     )

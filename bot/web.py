@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from actions.desk import DeskService
 from actions.ports import ResidentPorts
+from actions.scheduler import Job, Scheduler
 from bot.channels.callback import add_callback_channel
 from bot.channels.rest import add_rest_channel
 from bot.dialogue.engine import Context
@@ -25,10 +27,11 @@ from bot.settings import Settings
 from nlu.interface import NLUBackend
 
 SETTINGS = web.AppKey("settings", Settings)
+RESIDENT_PORTS = web.AppKey("resident_ports", ResidentPorts)
+DESK_SERVICE = web.AppKey("desk_service", DeskService)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
 STORE = web.AppKey("store", Store)
 NLU = web.AppKey("nlu", NLUBackend)
-#: Output ports to residents, by channel (REST outbox, callback POST, Telegram …).
-RESIDENT_PORTS = web.AppKey("resident_ports", ResidentPorts)
 
 
 def engine_context(settings: Settings, threshold: float) -> Context:
@@ -62,22 +65,51 @@ def create_app(
 
     app.cleanup_ctx.append(close_store)
     add_health(app, app[STORE], settings)
+    ports = ResidentPorts()
+    app[RESIDENT_PORTS] = ports
+    desk = DeskService(
+        app[STORE], ports=ports, timezone=settings.timezone, link_base=settings.public_url
+    )
+    app[DESK_SERVICE] = desk
     service = IntakeService(
         app[STORE],
         nlu,
         engine_context(settings, threshold),
         reference_prefix=settings.reference_prefix,
         timezone=settings.timezone,
+        notifier=desk,
     )
-    # --- HTTP channels (REST outbox, Rasa callback) and the ports to residents
-    app[RESIDENT_PORTS] = ResidentPorts([add_rest_channel(app, service, settings)])
+    # --- HTTP channels (REST outbox, Rasa callback) and their ports to residents
+    ports.register(add_rest_channel(app, service, settings))
     callback_port = add_callback_channel(app, service, settings)
     if callback_port is not None:
-        app[RESIDENT_PORTS].register(callback_port)
+        ports.register(callback_port)
     app[CALLBACK_ON] = callback_port is not None
     # ---
     if settings.telegram_bot_token is not None:
         from bot.channels.telegram import add_telegram
 
-        add_telegram(app, settings, service)
+        add_telegram(app, settings, service, desk, ports)
+    add_scheduler(app, settings, desk)
     return app
+
+
+def add_scheduler(app: web.Application, settings: Settings, desk: DeskService) -> None:
+    """The periodic jobs as a background task of the app, whatever channels are on."""
+    jobs = []
+    if settings.sweep_seconds > 0:
+        jobs.append(Job("sweep", settings.sweep_seconds, desk.sweep))
+    scheduler = Scheduler(app[STORE], jobs)
+    app[SCHEDULER] = scheduler
+
+    async def run_jobs(app: web.Application) -> AsyncIterator[None]:
+        scheduler.start()
+        yield
+        await scheduler.stop()
+
+    app.cleanup_ctx.append(run_jobs)
+
+    async def health() -> dict[str, object]:
+        return scheduler.health()
+
+    app[HEALTH_CHECKS]["scheduler"] = health
