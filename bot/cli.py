@@ -113,6 +113,9 @@ def setup_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from bot.channels.sanitise import install_log_filter
+
+    install_log_filter()  # one record, one line: untrusted values cannot forge lines
     # httpx logs every Bot API URL, which contains the bot token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # The escalation sweep runs every minute; APScheduler would log each run at INFO.

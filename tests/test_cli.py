@@ -210,6 +210,9 @@ def _free_port() -> int:
 
 async def test_run_serves_healthz(cli_env: dict[str, str]) -> None:
     assert run_cli("db", "upgrade", env=cli_env).returncode == 0
+    # Without centres /healthz is 503 (cases would be filed to nobody).
+    centres = str(ROOT / "storage" / "data" / "baoan_centres.yml")
+    assert run_cli("centers", "load", centres, env=cli_env).returncode == 0
     port = _free_port()
     cli_env["TIAOJIE_HTTP_PORT"] = str(port)
     process = await asyncio.create_subprocess_exec(
