@@ -286,23 +286,6 @@ async def record_message(
     await case_repo.add_event(session, case, kind, actor, data)
 
 
-async def mediator_messages(
-    session: AsyncSession, case: Case, after_event_id: int
-) -> list[tuple[int, str]]:
-    """The mediator's text messages on ``case`` after an event id, oldest first."""
-    query = (
-        select(CaseEvent.id, CaseEvent.data)
-        .where(
-            CaseEvent.case_id == case.id,
-            CaseEvent.kind == "message_out",
-            CaseEvent.id > after_event_id,
-        )
-        .order_by(CaseEvent.id)
-    )
-    rows = (await session.execute(query)).all()
-    return [(int(row.id), str(row.data.get("text") or "📎")) for row in rows]
-
-
 async def active_case_for_chat(session: AsyncSession, channel: str, chat_id: str) -> Case | None:
     """The resident's case a mediator is working now (newest first), if any."""
     query = (

@@ -268,9 +268,6 @@ class IntakeService:
     ) -> tuple[list[Reply], dict[str, Any]] | None:
         """While a mediator works the resident's case, their words go to the mediator.
 
-        Channels that cannot be written to first (REST, console) get the mediator's
-        answers so far with the reply; Telegram residents had them pushed already.
-
         Only when no new intake is in progress, and never for commands, buttons or an
         alarm (those still reach the engine: /status and /cancel keep working, and a
         risk is answered at once).
@@ -310,23 +307,9 @@ class IntakeService:
             # The mediator sees the message, marked; the engine still answers the danger
             # (help numbers, urgent flag, alert to the centre) as in every other state.
             return None
+        # What the mediator said reaches every channel through its output port (the
+        # REST bridge's outbox, the callback URL, Telegram, WeChat): nothing to add here.
         replies: list[Reply] = []
-        state = dict(state)
-        if sender.channel != "telegram":
-            seen = int(state.get("seen_out") or 0)
-            for event_id, words in await casework.mediator_messages(session, case, seen):
-                replies.append(
-                    Reply(
-                        t(
-                            "dialogue.from_mediator",
-                            case.language,
-                            alias=case.mediator.display_alias,
-                            reference=case.reference,
-                            text=words,
-                        )
-                    )
-                )
-                state["seen_out"] = event_id
         return replies, state
 
     async def _run(

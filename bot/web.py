@@ -15,7 +15,8 @@ from actions.desk import DeskService
 from actions.ports import ResidentPorts
 from actions.scheduler import Job, Scheduler
 from bot.channels.callback import add_callback_channel
-from bot.channels.rest import add_rest_channel
+from bot.channels.rest import RestPort, add_rest_channel
+from bot.console_chat import CHANNEL as CONSOLE_CHANNEL
 from bot.dialogue.engine import Context
 from bot.dialogue.forms import default_forms
 from bot.dialogue.geography import load_geography
@@ -81,6 +82,7 @@ def create_app(
     )
     # --- HTTP channels (REST outbox, Rasa callback) and their ports to residents
     ports.register(add_rest_channel(app, service, settings))
+    ports.register(RestPort(app[STORE], CONSOLE_CHANNEL))  # `tiaojie chat` reads it
     callback_port = add_callback_channel(app, service, settings)
     if callback_port is not None:
         ports.register(callback_port)

@@ -176,4 +176,4 @@ async def test_without_a_callback_url_the_channel_is_not_mounted(
     response = await http.post(URL, json={"sender": "x", "message": "hi"})
     assert response.status == 404
     assert http.app[RESIDENT_PORTS].get("callback") is None
-    assert http.app[RESIDENT_PORTS].channels == ["rest"]
+    assert http.app[RESIDENT_PORTS].channels == ["console", "rest"]

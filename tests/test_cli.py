@@ -90,6 +90,7 @@ def test_help_on_every_command() -> None:
     assert groups <= {c[0] for c in commands if c}, groups
 
 
+@pytest.mark.timeout(300)
 def test_admin_session(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert run_cli("db", "upgrade", env=cli_env).returncode == 0
     again = run_cli("db", "upgrade", env=cli_env)

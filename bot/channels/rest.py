@@ -70,10 +70,10 @@ def payload_json(recipient: str, payload: dict[str, Any]) -> dict[str, Any]:
 class RestPort:
     """Output port of the REST channel: messages wait in the outbox for the next request."""
 
-    channel = CHANNEL
-
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, channel: str = CHANNEL) -> None:
         self.store = store
+        #: The console chat uses the same outbox under its own channel name.
+        self.channel = channel
 
     async def send(self, chat_id: str, replies: Sequence[Reply], *, language: str) -> None:
         if not replies:

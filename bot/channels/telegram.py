@@ -36,6 +36,7 @@ from yarl import URL
 
 from actions.desk import DeskService
 from actions.ports import ResidentPorts
+from bot.channels.sanitise import clean_text
 from bot.channels.telegram_desk import TelegramDesk
 from bot.channels.telegram_ports import (
     TelegramCardTarget,
@@ -131,12 +132,15 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     message = update.effective_message
     if message is None or message.text is None:
         return
-    command = COMMAND.match(message.text.strip())
+    # Polling delivers what Telegram's JSON held: NUL and lone surrogates are cleaned
+    # here as on every other edge, so they can never block a later save.
+    text = clean_text(message.text)
+    command = COMMAND.match(text.strip())
     event: Event
     if command:
         event = CommandEvent(command.group(1).lower(), (command.group(2) or "").strip())
     else:
-        event = TextEvent(message.text)
+        event = TextEvent(text)
     await _run(update, context, event)
 
 
