@@ -140,7 +140,9 @@ def measure(
     return tallies
 
 
-def report(files: Sequence[Path], rules: RiskRules, engine: BuiltinEngine | None, verbose: bool) -> None:
+def report(
+    files: Sequence[Path], rules: RiskRules, engine: BuiltinEngine | None, verbose: bool
+) -> None:
     print("| file, layer | danger | recall (caught) | other | false alarms | right kind |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     details: list[str] = []
