@@ -37,6 +37,11 @@ class Risk(TypedDict):
     * ``past``: danger words that sit in a past event which the message itself says is
       over ("去年他打过我一次, 现在已经离婚了"), with no sign of danger now. The words
       are in ``past_matches``; a case may be marked ``elevated`` on them, not urgent.
+    * ``benign``: not flagged, and the rules found a harmless reading of words that look
+      like danger: ``game`` (打麻将), ``idiom`` (打死也不信, 笑死, 死心), ``past``,
+      ``urgency``, with none of the danger-adjacent words (怕, 报警, 算账 …) that veto
+      it. A classifier's ``emergency`` guess on such a message is most likely a false
+      alarm ("他们今晚又在打麻将" scored 0.99 emergency); callers may discount it.
     """
 
     flagged: bool
@@ -45,6 +50,7 @@ class Risk(TypedDict):
     urgency: NotRequired[bool]
     past: NotRequired[bool]
     past_matches: NotRequired[list[str]]
+    benign: NotRequired[list[str]]
 
 
 class ParseResult(TypedDict, total=False):

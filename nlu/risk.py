@@ -14,7 +14,10 @@ the rules lean towards flagging and only set a match aside on clear evidence:
 * ``past``: matches of the kinds listed there are set aside (``past`` signal, not
   flagged) only when the message says the event is over (去年 … 已经离婚了) and shows
   no sign of danger now (现在还, 又来, 害怕 …);
-* ``urgency``: "快点来人 / 急急急" is noted as ``urgency``, never flagged by itself.
+* ``urgency``: "快点来人 / 急急急" is noted as ``urgency``, never flagged by itself;
+* ``benign``: an unflagged message with a harmless reading (a game, an idiom, a closed
+  past event, urgency only) and none of the ``benign_unless`` words carries the reasons,
+  so a caller may discount the classifier's own emergency guess on it.
 """
 
 from __future__ import annotations
@@ -140,6 +143,8 @@ class RiskRules:
         weak: list[dict[str, Any]] | None = None,
         urgency: list[str] | None = None,
         past: dict[str, list[str]] | None = None,
+        benign: dict[str, list[str]] | None = None,
+        benign_unless: list[str] | None = None,
     ) -> None:
         #: Flag when the classifier gives ``emergency`` at least this probability, even
         #: if another intent scores higher (see ``classifier_threshold`` in risk.yml).
@@ -161,6 +166,12 @@ class RiskRules:
                 )
             )
         self._urgency = _optional(urgency, "urgency")
+        self._benign = {
+            reason: _compile([re.escape(normalise_text(str(w))) for w in words], f"benign {reason}")
+            for reason, words in (benign or {}).items()
+            if words
+        }
+        self._benign_unless = _optional(benign_unless, "benign_unless")
         self._past: _Past | None = None
         if past:
             self._past = _Past(
@@ -204,6 +215,8 @@ class RiskRules:
                 weak=weak,
                 urgency=[str(p) for p in raw.get("urgency") or []],
                 past=past,
+                benign={str(k): list(v or []) for k, v in (raw.get("benign") or {}).items()},
+                benign_unless=[str(p) for p in raw.get("benign_unless") or []],
             )
         except RiskRulesError as error:
             raise RiskRulesError(f"{path}: {error}") from None
@@ -237,6 +250,11 @@ class RiskRules:
             risk = Risk(flagged=False, kinds=[], matches=[], past=True, past_matches=matches)
         if self._urgency is not None and self._urgency.search(whole):
             risk["urgency"] = True
+        if not risk["flagged"]:
+            reasons = [reason for reason, words in self._benign.items() if words.search(whole)]
+            reasons += [signal for signal in ("past", "urgency") if risk.get(signal)]
+            if reasons and not (self._benign_unless and self._benign_unless.search(whole)):
+                risk["benign"] = reasons
         return risk
 
     def check(self, text: str) -> Risk:

@@ -4,8 +4,9 @@
 Why: every change to ``nlu/rules/risk.yml`` trades missed emergencies (which can cost a
 life) against false alarms (which cost a mediator a look and, during mediation, mark a
 case urgent). This prints both, for the rules alone and for what the bot acts on
-(rules, the classifier's doubt ``possible_emergency``, and an ``emergency`` intent),
-on any number of files:
+(rules, the classifier's doubt ``possible_emergency``, and an ``emergency`` intent), and
+what it would act on if a classifier-only alarm were discounted when the rules read the
+message as harmless (``Risk["benign"]``), on any number of files:
 
 * Rasa NLU YAML (``tests/data/nlu_test.yml``): rows of intent ``emergency`` are danger,
   every other row is not;
@@ -128,6 +129,7 @@ def measure(
     tallies = {"rules": Tally()}
     if engine is not None:
         tallies["rules + classifier"] = Tally()
+        tallies["rules + classifier, benign veto"] = Tally()
     for case in cases:
         risk = rules.check(case.text)
         tallies["rules"].add(case, risk["flagged"], risk["kinds"], str(risk["matches"]))
@@ -136,6 +138,12 @@ def measure(
             detail = f"{parse['risk']['kinds']} {parse['risk']['matches']} {parse['intent']}"
             tallies["rules + classifier"].add(
                 case, bot_alarm(parse), parse["risk"]["kinds"], detail
+            )
+            # What the bot would do if a classifier-only alarm were discounted on a
+            # message the rules read as harmless (Risk["benign"]; needs the wiring).
+            vetoed = risk["flagged"] or (bot_alarm(parse) and not risk.get("benign"))
+            tallies["rules + classifier, benign veto"].add(
+                case, vetoed, parse["risk"]["kinds"], f"{detail} benign={risk.get('benign')}"
             )
     return tallies
 
