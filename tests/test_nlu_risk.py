@@ -33,9 +33,10 @@ RULES_FALSE_ALARM_CEILING = 0.05
 #: as the top intent) flags look-alikes the rules leave alone: 32 of 128 (25.0 %) with the
 #: model trained from nlu/data/ on 2026-11-30, 42 of 128 (32.8 %) with the rules of main.
 #: The ceiling guards against getting worse; discounting the classifier on a ``benign``
-#: message (Risk["benign"], once wired) brings it to 7 of 128 (5.5 %).
+#: message (Risk["benign"], once wired) brings it to 7 of 128 (5.5 %). Both ceilings keep
+#: a few messages of room: the model is retrained from nlu/data/, which changes.
 ENGINE_FALSE_ALARM_CEILING = 0.30
-BENIGN_VETO_FALSE_ALARM_CEILING = 0.08
+BENIGN_VETO_FALSE_ALARM_CEILING = 0.10
 
 
 def _ids(rows: list[dict[str, Any]]) -> list[str]:
