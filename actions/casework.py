@@ -351,11 +351,7 @@ async def _rated_case(session: AsyncSession, reference: str, resident_key: tuple
 async def supervisors_of(session: AsyncSession, case: Case) -> list[Mediator]:
     """Active supervisors of the case's centre or of any centre above it."""
     network = await Network.load(session)
-    chain: list[int] = []
-    node = case.centre
-    while node is not None:
-        chain.append(node.id)
-        node = network.parent(node)
+    chain = [centre.id for centre in network.chain(case.centre)]
     query = select(Mediator).where(
         Mediator.active, Mediator.role == MediatorRole.SUPERVISOR, Mediator.centre_id.in_(chain)
     )

@@ -154,7 +154,7 @@ class IntakeService:
             # The lock comes first: updates of one chat queue here in arrival order.
             async with lock:
                 if isinstance(event, TextEvent) and not event.parse and event.text.strip():
-                    event = TextEvent(event.text, dict(await self.nlu.parse(event.text)))
+                    event = TextEvent(event.text, await self.nlu.parse(event.text))
                 async for attempt in AsyncRetrying(
                     # A lost race (another process saved first, or inserted the same row)
                     # passes on fresh state; anything else is not retried here.
@@ -277,10 +277,9 @@ class IntakeService:
         text = attachment = None
         flagged = False
         if isinstance(event, TextEvent):
-            risk = (event.parse or {}).get("risk") or {}
             if not event.text.strip():
                 return None
-            flagged = bool(risk.get("flagged"))
+            flagged = bool(event.parse.get("risk", {}).get("flagged"))
             text = event.text
         elif isinstance(event, AttachmentEvent):
             attachment = {
@@ -370,8 +369,12 @@ class IntakeService:
                         notices.append(RelayNotice(reference, relay, text))
                     return None
                 case GiveReferral(topic=topic):
-                    draft = state.get("draft")
-                    street = draft.get("street") if isinstance(draft, dict) else None
+                    chosen = state.get("draft")
+                    street = (
+                        str(chosen.get("street") or "") or None
+                        if isinstance(chosen, dict)
+                        else None
+                    )
                     await intake.record_referral(
                         session, topic, channel=sender.channel, street=street, language=language
                     )
