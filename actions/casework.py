@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
@@ -35,6 +35,7 @@ from storage.models import (
     Mediator,
     MediatorRole,
     Outcome,
+    ReferralGiven,
     RiskLevel,
     utcnow,
 )
@@ -440,6 +441,19 @@ async def report(session: AsyncSession) -> list[ReportRow]:
     for (centre, category), members in sorted(groups.items()):
         rows.append(_row(centre, category, members))
     return rows
+
+
+async def referrals_given(
+    session: AsyncSession, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, int]:
+    """Referrals by topic: residents told where to go when mediation is not the way (a
+    first-class outcome, counted whether or not they booked a legal consultation)."""
+    query = select(ReferralGiven.topic, func.count()).group_by(ReferralGiven.topic)
+    if since is not None:
+        query = query.where(ReferralGiven.created_at >= since)
+    if until is not None:
+        query = query.where(ReferralGiven.created_at < until)
+    return {str(topic): int(count) for topic, count in (await session.execute(query)).all()}
 
 
 def _median(values: Sequence[float]) -> float | None:

@@ -347,6 +347,7 @@ def report(
     import csv
     import sys
 
+    from actions.casework import referrals_given
     from actions.casework import report as build_report
 
     settings = settings_or_exit()
@@ -359,6 +360,7 @@ def report(
     async def work(store: Store) -> None:
         async with store.sessions() as session:
             rows = await build_report(session)
+            referrals = await referrals_given(session)
         keys = (
             "centre",
             "category",
@@ -375,7 +377,12 @@ def report(
             writer.writerow(keys)
             for row in rows:
                 writer.writerow(["" if getattr(row, k) is None else getattr(row, k) for k in keys])
+            for topic, count in sorted(referrals.items()):
+                writer.writerow(["-", f"referral:{topic}", count] + [""] * (len(keys) - 3))
             return
+        if referrals:
+            listed = ", ".join(f"{topic} {count}" for topic, count in sorted(referrals.items()))
+            out.print(t("cli.report.referrals", lang, total=sum(referrals.values()), topics=listed))
         if not rows:
             out.print(t("cli.no_cases", lang))
             return
