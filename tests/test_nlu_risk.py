@@ -262,10 +262,11 @@ def test_no_signal_keys_on_a_plain_message(rules: RiskRules) -> None:
 
 
 def test_long_text_is_scanned_fast(rules: RiskRules) -> None:
+    # CPU time, not wall time: a loaded build machine must not fail it (~0.1 s measured).
     for text in ("字" * 20000, "a " * 10000, "他打我" * 6000):
-        started = time.perf_counter()
+        started = time.process_time()
         rules.check(text)
-        assert time.perf_counter() - started < 0.5
+        assert time.process_time() - started < 0.5
 
 
 def test_unquoted_mapping_in_the_rules_is_an_error(tmp_path: Path) -> None:
