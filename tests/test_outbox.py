@@ -111,12 +111,6 @@ async def test_port_messages_come_first_in_the_next_answer(client) -> None:
     assert len(again) == len(body) - 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/intake_service.py _relay still replays message_out events to every "
-    "non-Telegram chat (the `sender.channel != 'telegram'` branch); with the REST outbox "
-    "port the reply arrives twice. Remove that branch, then this marker.",
-)
 async def test_mediator_reply_through_the_desk_reaches_a_rest_resident_once(client) -> None:
     from actions import casework
     from actions.intake import file_case
