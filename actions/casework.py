@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
@@ -35,6 +35,7 @@ from storage.models import (
     Mediator,
     MediatorRole,
     Outcome,
+    ReferralGiven,
     RiskLevel,
     utcnow,
 )
@@ -286,23 +287,6 @@ async def record_message(
     await case_repo.add_event(session, case, kind, actor, data)
 
 
-async def mediator_messages(
-    session: AsyncSession, case: Case, after_event_id: int
-) -> list[tuple[int, str]]:
-    """The mediator's text messages on ``case`` after an event id, oldest first."""
-    query = (
-        select(CaseEvent.id, CaseEvent.data)
-        .where(
-            CaseEvent.case_id == case.id,
-            CaseEvent.kind == "message_out",
-            CaseEvent.id > after_event_id,
-        )
-        .order_by(CaseEvent.id)
-    )
-    rows = (await session.execute(query)).all()
-    return [(int(row.id), str(row.data.get("text") or "📎")) for row in rows]
-
-
 async def active_case_for_chat(session: AsyncSession, channel: str, chat_id: str) -> Case | None:
     """The resident's case a mediator is working now (newest first), if any."""
     query = (
@@ -376,11 +360,7 @@ async def _rated_case(session: AsyncSession, reference: str, resident_key: tuple
 async def supervisors_of(session: AsyncSession, case: Case) -> list[Mediator]:
     """Active supervisors of the case's centre or of any centre above it."""
     network = await Network.load(session)
-    chain: list[int] = []
-    node = case.centre
-    while node is not None:
-        chain.append(node.id)
-        node = network.parent(node)
+    chain = [centre.id for centre in network.chain(case.centre)]
     query = select(Mediator).where(
         Mediator.active, Mediator.role == MediatorRole.SUPERVISOR, Mediator.centre_id.in_(chain)
     )
@@ -484,6 +464,19 @@ async def report(session: AsyncSession) -> list[ReportRow]:
     for (centre, category), members in sorted(groups.items()):
         rows.append(_row(centre, category, members))
     return rows
+
+
+async def referrals_given(
+    session: AsyncSession, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, int]:
+    """Referrals by topic: residents told where to go when mediation is not the way (a
+    first-class outcome, counted whether or not they booked a legal consultation)."""
+    query = select(ReferralGiven.topic, func.count()).group_by(ReferralGiven.topic)
+    if since is not None:
+        query = query.where(ReferralGiven.created_at >= since)
+    if until is not None:
+        query = query.where(ReferralGiven.created_at < until)
+    return {str(topic): int(count) for topic, count in (await session.execute(query)).all()}
 
 
 def _median(values: Sequence[float]) -> float | None:

@@ -19,7 +19,15 @@ from actions.routing import route_department, route_in
 from bot.i18n import LANGUAGES, raw
 from storage import cases as case_repo
 from storage.cases import Actor
-from storage.models import Case, CaseEvent, CaseStatus, Resident, RiskLevel, utcnow
+from storage.models import (
+    Case,
+    CaseEvent,
+    CaseStatus,
+    ReferralGiven,
+    Resident,
+    RiskLevel,
+    utcnow,
+)
 from storage.people import set_resident_phone
 from storage.phone import PhoneVault, mask_phone, mask_phones_in_text
 
@@ -208,14 +216,58 @@ async def flag_urgent(
     kinds: list[str],
     resident: Resident,
     words: str | None = None,
-) -> None:
-    """An emergency on a filed case (whatever its status): urgent, words recorded."""
+    *,
+    street: str | None = None,
+    community: str | None = None,
+) -> bool:
+    """An emergency on a filed case (whatever its status): urgent, words recorded; a
+    place named in the message moves a case nobody has yet to that street at once.
+    Returns True when the case moved (the caller announces it there)."""
     reason = "risk:" + ",".join(kinds) if kinds else "risk"
     actor = Actor("resident", str(resident.id))
     case = await case_repo.set_risk(session, reference, RiskLevel.URGENT, actor, reason)
+    moved = False
+    if street and case.status == CaseStatus.NEW and case.mediator_id is None:
+        network = await casework.Network.load(session)
+        centre = route_in(network, street, community)
+        if centre.id != case.centre_id:
+            source = case.centre.code
+            case.centre = case.home_centre = centre
+            case.street, case.community = centre.street or None, community
+            case.escalation_level = 0
+            await session.flush()
+            await case_repo.add_event(
+                session,
+                case,
+                "moved",
+                Actor.system(),
+                {"from": source, "to": centre.code, "reason": "location"},
+            )
+            moved = True
     if case.status == CaseStatus.NEW:  # still unclaimed: the urgent time limit applies now
         await casework.schedule(session, case)
     await record_emergency(session, case, words or "", kinds, actor)
+    return moved
+
+
+async def add_words(
+    session: AsyncSession, reference: str, text: str, resident: Resident
+) -> str | None:
+    """A later message of an urgent conversation goes on the case's timeline; returns
+    the assigned mediator's external id (to relay it), if someone has the case."""
+    case = await case_repo.get_case(session, reference)
+    await case_repo.add_event(
+        session, case, "message_in", Actor("resident", str(resident.id)), {"text": text[:4000]}
+    )
+    return case.mediator.external_id if case.mediator is not None else None
+
+
+async def record_referral(
+    session: AsyncSession, topic: str, *, channel: str, street: str | None, language: str
+) -> None:
+    """A referral given (mediation is not the way): counted in the reports, no words kept."""
+    session.add(ReferralGiven(topic=topic[:40], channel=channel, street=street, language=language))
+    await session.flush()
 
 
 async def request_human(session: AsyncSession, reference: str, resident: Resident) -> None:

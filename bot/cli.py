@@ -119,6 +119,9 @@ def setup_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from bot.channels.sanitise import install_log_filter
+
+    install_log_filter()  # one record, one line: untrusted values cannot forge lines
     # httpx logs every Bot API URL, which contains the bot token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # The escalation sweep runs every minute; APScheduler would log each run at INFO.
@@ -367,6 +370,7 @@ def report(
     import csv
     import sys
 
+    from actions.casework import referrals_given
     from actions.casework import report as build_report
 
     settings = settings_or_exit()
@@ -379,6 +383,7 @@ def report(
     async def work(store: Store) -> None:
         async with store.sessions() as session:
             rows = await build_report(session)
+            referrals = await referrals_given(session)
         keys = (
             "centre",
             "category",
@@ -395,7 +400,12 @@ def report(
             writer.writerow(keys)
             for row in rows:
                 writer.writerow(["" if getattr(row, k) is None else getattr(row, k) for k in keys])
+            for topic, count in sorted(referrals.items()):
+                writer.writerow(["-", f"referral:{topic}", count] + [""] * (len(keys) - 3))
             return
+        if referrals:
+            listed = ", ".join(f"{topic} {count}" for topic, count in sorted(referrals.items()))
+            out.print(t("cli.report.referrals", lang, total=sum(referrals.values()), topics=listed))
         if not rows:
             out.print(t("cli.no_cases", lang))
             return

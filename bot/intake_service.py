@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -37,10 +37,12 @@ from bot.dialogue.model import (
     AttachEvidence,
     AttachmentEvent,
     CaseFiled,
+    CaseWords,
     CommentCase,
     Event,
     FileCase,
     FlagUrgent,
+    GiveReferral,
     LookupStatus,
     Outcome,
     RateCase,
@@ -66,6 +68,11 @@ log = logging.getLogger(__name__)
 
 #: How many chats' states one process keeps in memory between their messages.
 STATE_CACHE_SIZE = 10_000
+#: What each channel can show; the engine never mentions a button the channel lacks.
+CHANNEL_FEATURES = {"telegram": frozenset({"buttons", "contact", "location"})}
+#: REST and callback bridges, the console and WeChat show choices (as buttons or
+#: numbered options) but have no share-my-number or share-my-location button.
+DEFAULT_FEATURES = frozenset({"buttons"})
 #: A resident's single message longer than this is refused politely (nothing stored).
 MAX_MESSAGE_CHARS = 20_000
 
@@ -107,6 +114,13 @@ class IntakeService:
             weakref.WeakValueDictionary()
         )
 
+    def context_for(self, channel: str) -> Context:
+        """The engine's context for one channel: what it can show (a share-my-number
+        button only on Telegram) and the resident's today in the district's zone."""
+        features = CHANNEL_FEATURES.get(channel, DEFAULT_FEATURES)
+        today = datetime.now(ZoneInfo(self.timezone)).date()
+        return replace(self.ctx, features=features, today=today)
+
     def _remember(self, key: tuple[str, str], state: dict[str, Any], version: int) -> None:
         """Keep the last saved state of recent chats, saving a read per message."""
         self._states[key] = (state, version)
@@ -140,7 +154,7 @@ class IntakeService:
             # The lock comes first: updates of one chat queue here in arrival order.
             async with lock:
                 if isinstance(event, TextEvent) and not event.parse and event.text.strip():
-                    event = TextEvent(event.text, dict(await self.nlu.parse(event.text)))
+                    event = TextEvent(event.text, await self.nlu.parse(event.text))
                 async for attempt in AsyncRetrying(
                     # A lost race (another process saved first, or inserted the same row)
                     # passes on fresh state; anything else is not retried here.
@@ -177,6 +191,7 @@ class IntakeService:
         self, sender: Sender, event: Event, update_id: int | None
     ) -> tuple[list[Reply], list[Notice]]:
         key = (sender.channel, sender.chat_id)
+        ctx = self.context_for(sender.channel)
         # Safe without re-reading: a save only succeeds if nobody else saved since this
         # version (else StaleState, and the retry starts from the store).
         cached = self._states.pop(key, None)
@@ -185,7 +200,7 @@ class IntakeService:
             # Most messages only answer a question (no relay while an intake is open):
             # with the state in memory, the engine plus one UPDATE, no ORM session.
             state, version = cached
-            outcome = handle(state, event, self.ctx)
+            outcome = handle(state, event, ctx)
             if not outcome.actions:
                 async with self.store.engine.begin() as connection:
                     saved = await save_conversation(connection, *key, outcome.state, version)
@@ -206,7 +221,7 @@ class IntakeService:
                 if relayed is not None:
                     saved = await save_conversation(session, *key, relayed[1], version)
                     return self._done(key, relayed[1], saved, relayed[0]), notices
-                outcome = handle(state, event, self.ctx)
+                outcome = handle(state, event, ctx)
             state = outcome.state
             replies = list(outcome.replies)
             pending: list[Action] = list(outcome.actions)
@@ -220,7 +235,7 @@ class IntakeService:
                 result = await self._run(session, action, sender, resident, state, notices, event)
                 if result is None:
                     continue
-                follow = handle(state, result, self.ctx)
+                follow = handle(state, result, ctx)
                 state = follow.state
                 replies.extend(follow.replies)
                 pending.extend(follow.actions)
@@ -253,9 +268,6 @@ class IntakeService:
     ) -> tuple[list[Reply], dict[str, Any]] | None:
         """While a mediator works the resident's case, their words go to the mediator.
 
-        Channels that cannot be written to first (REST, console) get the mediator's
-        answers so far with the reply; Telegram residents had them pushed already.
-
         Only when no new intake is in progress, and never for commands, buttons or an
         alarm (those still reach the engine: /status and /cancel keep working, and a
         risk is answered at once).
@@ -265,10 +277,9 @@ class IntakeService:
         text = attachment = None
         flagged = False
         if isinstance(event, TextEvent):
-            risk = (event.parse or {}).get("risk") or {}
             if not event.text.strip():
                 return None
-            flagged = bool(risk.get("flagged"))
+            flagged = bool(event.parse.get("risk", {}).get("flagged"))
             text = event.text
         elif isinstance(event, AttachmentEvent):
             attachment = {
@@ -295,23 +306,9 @@ class IntakeService:
             # The mediator sees the message, marked; the engine still answers the danger
             # (help numbers, urgent flag, alert to the centre) as in every other state.
             return None
+        # What the mediator said reaches every channel through its output port (the
+        # REST bridge's outbox, the callback URL, Telegram, WeChat): nothing to add here.
         replies: list[Reply] = []
-        state = dict(state)
-        if sender.channel != "telegram":
-            seen = int(state.get("seen_out") or 0)
-            for event_id, words in await casework.mediator_messages(session, case, seen):
-                replies.append(
-                    Reply(
-                        t(
-                            "dialogue.from_mediator",
-                            case.language,
-                            alias=case.mediator.display_alias,
-                            reference=case.reference,
-                            text=words,
-                        )
-                    )
-                )
-                state["seen_out"] = event_id
         return replies, state
 
     async def _run(
@@ -352,10 +349,36 @@ class IntakeService:
                         notices.append(CaseNotice("moved", reference))
                     return None
                 case FlagUrgent(reference=reference, kinds=kinds):
-                    words = getattr(action, "words", None) or _event_text(event)
-                    await intake.flag_urgent(session, reference, list(kinds), resident, words)
+                    words = action.words or _event_text(event)
+                    moved = await intake.flag_urgent(
+                        session,
+                        reference,
+                        list(kinds),
+                        resident,
+                        words,
+                        street=action.street,
+                        community=action.community,
+                    )
+                    if moved:
+                        notices.append(CaseNotice("moved", reference))
                     notices.append(CaseNotice("urgent", reference))
                     return ActionDone("urgent", reference)
+                case CaseWords(reference=reference, text=text):
+                    relay = await intake.add_words(session, reference, text, resident)
+                    if relay is not None:
+                        notices.append(RelayNotice(reference, relay, text))
+                    return None
+                case GiveReferral(topic=topic):
+                    chosen = state.get("draft")
+                    street = (
+                        str(chosen.get("street") or "") or None
+                        if isinstance(chosen, dict)
+                        else None
+                    )
+                    await intake.record_referral(
+                        session, topic, channel=sender.channel, street=street, language=language
+                    )
+                    return None
                 case RequestHuman(reference=reference):
                     await intake.request_human(session, reference, resident)
                     notices.append(CaseNotice("human", reference))

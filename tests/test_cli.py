@@ -90,6 +90,7 @@ def test_help_on_every_command() -> None:
     assert groups <= {c[0] for c in commands if c}, groups
 
 
+@pytest.mark.timeout(300)
 def test_admin_session(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert run_cli("db", "upgrade", env=cli_env).returncode == 0
     again = run_cli("db", "upgrade", env=cli_env)
@@ -210,6 +211,9 @@ def _free_port() -> int:
 
 async def test_run_serves_healthz(cli_env: dict[str, str]) -> None:
     assert run_cli("db", "upgrade", env=cli_env).returncode == 0
+    # Without centres /healthz is 503 (cases would be filed to nobody).
+    centres = str(ROOT / "storage" / "data" / "baoan_centres.yml")
+    assert run_cli("centers", "load", centres, env=cli_env).returncode == 0
     port = _free_port()
     cli_env["TIAOJIE_HTTP_PORT"] = str(port)
     process = await asyncio.create_subprocess_exec(

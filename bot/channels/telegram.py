@@ -36,6 +36,7 @@ from yarl import URL
 
 from actions.desk import DeskService
 from actions.ports import ResidentPorts
+from bot.channels.sanitise import clean_text
 from bot.channels.telegram_desk import TelegramDesk
 from bot.channels.telegram_ports import (
     TelegramCardTarget,
@@ -55,6 +56,7 @@ from bot.dialogue.model import (
     TextEvent,
     UnsupportedEvent,
 )
+from bot.http_errors import BadBody, error_response, read_json
 from bot.i18n import normalise_language, t
 from bot.intake_service import IntakeService, Sender
 from bot.settings import Settings
@@ -130,12 +132,15 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     message = update.effective_message
     if message is None or message.text is None:
         return
-    command = COMMAND.match(message.text.strip())
+    # Polling delivers what Telegram's JSON held: NUL and lone surrogates are cleaned
+    # here as on every other edge, so they can never block a later save.
+    text = clean_text(message.text)
+    command = COMMAND.match(text.strip())
     event: Event
     if command:
         event = CommandEvent(command.group(1).lower(), (command.group(2) or "").strip())
     else:
-        event = TextEvent(message.text)
+        event = TextEvent(text)
     await _run(update, context, event)
 
 
@@ -259,25 +264,57 @@ TELEGRAM_SETTINGS = web.AppKey("telegram_settings", Settings)
 DESK = web.AppKey("desk", object)
 
 
+#: Largest update id accepted: Telegram's are far smaller; beyond this JSON numbers and
+#: our BIGINT column stop being exact, and such an update could never be recorded.
+MAX_UPDATE_ID = 2**53
+
+
+def _update_from(data: object, bot: object) -> Update:
+    """The update in Telegram's webhook body, or :class:`BadBody` (400) saying why.
+
+    Checked before PTB sees it: an object, a whole ``update_id`` in range, and at least
+    one update field that is an object, so ``[]``, ``null``, ``{"message": "x"}`` or an
+    id of 10^30 are refused up front instead of being accepted and dropped.
+    """
+    if not isinstance(data, dict):
+        raise BadBody("not_update")
+    update_id = data.get("update_id")
+    if isinstance(update_id, bool) or not isinstance(update_id, int):
+        raise BadBody("not_update")
+    if not 0 <= update_id <= MAX_UPDATE_ID:
+        raise BadBody("bad_update_id")
+    if not any(isinstance(v, dict) for k, v in data.items() if k != "update_id"):
+        raise BadBody("not_update")
+    try:
+        update = Update.de_json(data, bot)  # type: ignore[arg-type]
+    except Exception:  # PTB's de_json raises whatever a malformed field provokes
+        raise BadBody("not_update") from None
+    if update is None:
+        raise BadBody("not_update")
+    return update
+
+
 async def telegram_webhook(request: web.Request) -> web.Response:
-    """Telegram's POST; anything without the configured secret is refused with 403."""
+    """Telegram's POST: answered 200 only once the update has been handled.
+
+    Anything without the configured secret is refused with 403; a body that is not an
+    update gets a 4xx (Telegram does not resend those). The update is processed while
+    Telegram waits, so a crash before the answer makes Telegram deliver it again, and
+    the store's processed-update ids keep the redelivery from being handled twice.
+    Text in the body is cleaned of NUL and lone surrogates first (see
+    :mod:`bot.channels.sanitise`).
+    """
     settings = request.app[TELEGRAM_SETTINGS]
     expected = settings.telegram_webhook_secret
     given = request.headers.get(SECRET_HEADER, "")
     if expected is None or not hmac.compare_digest(
-        given.encode(), expected.get_secret_value().encode()
+        given.encode("utf-8", "replace"), expected.get_secret_value().encode()
     ):
         log.warning("refused webhook call without the right secret from %s", request.remote)
-        return web.Response(status=403, text="forbidden")
+        return error_response("bad_secret", 403)
     application = request.app[TELEGRAM]
-    try:
-        data = await request.json()
-        update = Update.de_json(data, application.bot)
-    except (ValueError, TypeError, KeyError):
-        return web.Response(status=400, text="bad update")
-    if update is None:
-        return web.Response(status=400, text="bad update")
-    await application.update_queue.put(update)
+    update = _update_from(await read_json(request), application.bot)
+    await application.process_update(update)
     return web.Response(text="ok")
 
 

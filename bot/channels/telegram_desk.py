@@ -35,6 +35,7 @@ from actions.cards import kind_title, status_title
 from actions.casework import NotAllowed
 from actions.desk import DeskService
 from bot.case_view import render_case_text
+from bot.channels.sanitise import clean_text
 from bot.channels.telegram_ports import send_file
 from bot.dialogue.forms import default_forms
 from bot.i18n import t
@@ -192,7 +193,7 @@ class TelegramDesk:
         user = update.effective_user
         if message is None or user is None:
             return
-        text = message.text or message.caption or ""
+        text = clean_text(message.text or message.caption or "")
         command = re.match(r"^/([A-Za-z_]+)(?:@\w+)?\s*(.*)$", text, re.DOTALL)
         name = command.group(1).lower() if command else None
         args = command.group(2).strip() if command else ""
@@ -334,7 +335,7 @@ class TelegramDesk:
                 "mime_type": message.document.mime_type,
                 "file_name": message.document.file_name,
             }
-        text = (message.text or message.caption or "") or None
+        text = clean_text(message.text or message.caption or "") or None
         return await self._to_resident(mediator, reference, text=text, attachment=attachment)
 
     async def _to_resident(
