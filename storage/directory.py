@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import DirectoryFileError
 from storage.models import Centre, CentreDepartment, CentreLevel, Department
+from storage.wechat import set_wecom_webhook
 
 _LINE = "__line__"
 
@@ -65,6 +66,8 @@ class CentreEntry(BaseModel):
     longitude: float | None = Field(default=None, ge=-180, le=180)
     telegram_chat_id: int | None = None
     telegram_thread_id: int | None = None
+    #: WeCom group robot (企业微信群机器人) webhook where the centre's cases are posted.
+    wecom_webhook: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=512)
     claim_minutes: ClaimMinutes | None = None
     departments: list[str] = Field(default_factory=list)
 
@@ -208,7 +211,9 @@ async def load_directory(session: AsyncSession, directory: Directory) -> dict[st
         c.code: c for c in (await session.execute(select(Centre))).scalars()
     }
     for entry in directory.centres:  # parents come first in a well-formed file
-        values = entry.model_dump(exclude={"parent", "claim_minutes", "departments"})
+        values = entry.model_dump(
+            exclude={"parent", "claim_minutes", "departments", "wecom_webhook"}
+        )
         minutes = entry.claim_minutes or ClaimMinutes()
         values["claim_minutes_normal"] = minutes.normal
         values["claim_minutes_urgent"] = minutes.urgent
@@ -219,6 +224,7 @@ async def load_directory(session: AsyncSession, directory: Directory) -> dict[st
     for entry in directory.centres:
         centre = centres[entry.code]
         centre.parent_id = centres[entry.parent].id if entry.parent else None
+        await set_wecom_webhook(session, centre.id, entry.wecom_webhook)
         await session.execute(
             delete(CentreDepartment).where(CentreDepartment.centre_id == centre.id)
         )
