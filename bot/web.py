@@ -92,4 +92,9 @@ def create_app(
         from bot.channels.telegram import add_telegram
 
         add_telegram(app, settings, service)
+    # --- WeChat Official Account (residents): /webhooks/wechat, port in app[WECHAT_PORT].
+    if settings.wechat_enabled:
+        from bot.channels.wechat import add_wechat
+
+        add_wechat(app, settings, service)
     return app

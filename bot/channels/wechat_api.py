@@ -70,7 +70,7 @@ class WeChatApi:
 
     def __init__(
         self,
-        http: aiohttp.ClientSession,
+        http: aiohttp.ClientSession | None,
         store: Store,
         *,
         base_url: str,
@@ -79,7 +79,8 @@ class WeChatApi:
         clock: Callable[[], datetime] = utcnow,
         timeout: float = 10.0,
     ) -> None:
-        self.http = http
+        self._http = http
+        self._owned = http is None
         self.store = store
         self.base_url = base_url.rstrip("/")
         self.app_id = app_id
@@ -91,6 +92,22 @@ class WeChatApi:
         self._lock = asyncio.Lock()
         #: How many tokens this process fetched from WeChat (a figure for tests and logs).
         self.fetched = 0
+
+    async def start(self) -> None:
+        """Open our own HTTP session (when none was given); call on a running loop."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        if self._owned and self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            raise RuntimeError("WeChatApi.start() was not called")
+        return self._http
 
     # ------------------------------------------------------------------ the token
 
@@ -251,7 +268,10 @@ class WeChatApi:
         """A resident's image (temporary media, kept 3 days by WeChat); None when larger
         than ``max_bytes``."""
         data = await self.call(
-            "GET", "/cgi-bin/media/get", params={"media_id": media_id}, binary=True,
+            "GET",
+            "/cgi-bin/media/get",
+            params={"media_id": media_id},
+            binary=True,
             max_bytes=max_bytes,
         )
         if data.get("too_large"):

@@ -149,7 +149,7 @@ class WeChatApiStandIn:
             and (not ok or (c.status == 200 and not (c.answer or {}).get("errcode")))
         ]
 
-    async def wait_for(self, path: str, count: int = 1, timeout: float = 10.0) -> list[ApiCall]:
+    async def wait_for(self, path: str, count: int = 1, within: float = 10.0) -> list[ApiCall]:
         """Wait until ``count`` successful calls to ``path`` arrived; returns them."""
 
         async def enough() -> list[ApiCall]:
@@ -157,15 +157,19 @@ class WeChatApiStandIn:
                 await self._changed.wait_for(lambda: len(self.sent(path)) >= count)
             return self.sent(path)
 
-        return await asyncio.wait_for(enough(), timeout)
+        return await asyncio.wait_for(enough(), within)
 
     # ---------------------------------------------------------------- handlers
 
-    async def _record(self, request: web.Request, answer: dict[str, Any], status: int = 200) -> web.Response:
+    async def _record(
+        self, request: web.Request, answer: dict[str, Any], status: int = 200
+    ) -> web.Response:
         body = None
-        if request.can_read_body:
+        if request.body_exists:
             body = await request.json()
-        self.calls.append(ApiCall(request.method, request.path, dict(request.query), body, answer, status))
+        self.calls.append(
+            ApiCall(request.method, request.path, dict(request.query), body, answer, status)
+        )
         async with self._changed:
             self._changed.notify_all()
         return web.json_response(answer, status=status)
@@ -191,7 +195,9 @@ class WeChatApiStandIn:
         if failure is not None:
             if failure.status != 200:
                 return await self._record(request, {"errmsg": "failure"}, failure.status)
-            return await self._record(request, {"errcode": failure.errcode, "errmsg": "system error"})
+            return await self._record(
+                request, {"errcode": failure.errcode, "errmsg": "system error"}
+            )
         refused = self._check_token(request)
         if refused is not None:
             return await self._record(request, refused)
@@ -200,7 +206,9 @@ class WeChatApiStandIn:
     async def _token(self, request: web.Request) -> web.Response:
         failure = self._failure(request.path)
         if failure is not None:
-            return await self._record(request, {"errcode": failure.errcode, "errmsg": "busy"}, failure.status)
+            return await self._record(
+                request, {"errcode": failure.errcode, "errmsg": "busy"}, failure.status
+            )
         query = request.query
         if query.get("grant_type") != "client_credential":
             return await self._record(request, {"errcode": 40002, "errmsg": "invalid grant_type"})
@@ -318,7 +326,9 @@ def location_xml(openid: str, latitude: float, longitude: float, msg_id: int) ->
     return _xml({**fields, "Scale": 15, "Label": escape("深圳市宝安区"), "MsgId": msg_id})
 
 
-def event_xml(openid: str, event: str, key: str | None = None, *, create_time: int | None = None) -> str:
+def event_xml(
+    openid: str, event: str, key: str | None = None, *, create_time: int | None = None
+) -> str:
     fields = {**_base(openid, "event", create_time), "Event": event}
     if key is not None:
         fields["EventKey"] = key
@@ -333,18 +343,27 @@ class WeChatSigner:
         self.crypto = WeChatCrypto(token, aes_key, app_id) if aes_key else None
 
     def signature(self, timestamp: str, nonce: str, *extra: str) -> str:
-        return hashlib.sha1("".join(sorted([self.token, timestamp, nonce, *extra])).encode()).hexdigest()
+        return hashlib.sha1(
+            "".join(sorted([self.token, timestamp, nonce, *extra])).encode()
+        ).hexdigest()
 
     def query(self, **extra: str) -> dict[str, str]:
         timestamp, nonce = str(int(time.time())), uuid.uuid4().hex[:10]
-        return {"signature": self.signature(timestamp, nonce), "timestamp": timestamp, "nonce": nonce, **extra}
+        return {
+            "signature": self.signature(timestamp, nonce),
+            "timestamp": timestamp,
+            "nonce": nonce,
+            **extra,
+        }
 
     def post(self, xml: str) -> tuple[dict[str, str], str]:
         """The query string and body of WeChat's POST carrying ``xml``."""
         if self.crypto is None:
             return self.query(), xml
         query = self.query()
-        envelope = xmltodict.parse(self.crypto.encrypt_message(xml, query["nonce"], query["timestamp"]))["xml"]
+        envelope = xmltodict.parse(
+            self.crypto.encrypt_message(xml, query["nonce"], query["timestamp"])
+        )["xml"]
         body = _xml({"ToUserName": ACCOUNT, "Encrypt": envelope["Encrypt"]})
         query.update(encrypt_type="aes", msg_signature=envelope["MsgSignature"])
         return query, body
@@ -366,6 +385,3 @@ class WeChatSigner:
 def new_msg_id() -> int:
     """A MsgId the way WeChat numbers messages (a 64-bit integer)."""
     return int(uuid.uuid4().int % 9_000_000_000_000_000_000) + 10**18
-
-
-
