@@ -54,7 +54,7 @@ from wechatpy.utils import check_signature
 from actions.ports import DeliveryError
 from bot.channels.text_input import text_to_event
 from bot.channels.wechat_api import OUT_OF_WINDOW, WeChatApi, WeChatApiError
-from bot.dialogue.engine import detect_language
+from bot.dialogue.engine import MAX_ATTACHMENT_BYTES, detect_language
 from bot.dialogue.model import (
     AttachmentEvent,
     ButtonEvent,
@@ -83,8 +83,8 @@ PASSIVE_SECONDS = 4.0
 PASSIVE_MAX_BYTES = 2000
 #: WeChat retries within ~15 s; the answer is remembered a little longer than that.
 KEEP_SECONDS = 30.0
-#: Largest image kept as evidence (WeChat itself allows 10 MB).
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
+#: Largest image kept as evidence: the engine's limit for any attachment.
+MAX_IMAGE_BYTES = MAX_ATTACHMENT_BYTES
 #: Customer-service messages are allowed for 48 h after the resident last wrote.
 WINDOW = timedelta(hours=48)
 #: Stop using the window a little early: a message in flight must not arrive late.
@@ -94,13 +94,17 @@ MENU_COMMANDS = frozenset({"start", "status", "human", "help", "new", "cancel"})
 SUCCESS = "success"
 
 
-def delivery_id(message: BaseMessage) -> int:
+def delivery_id(message: BaseMessage, raw: dict[str, Any]) -> int:
     """The id a retry of ``message`` shares: ``MsgId``, or for events (which have none)
-    a hash of sender and time, folded into the store's signed 64-bit column."""
+    a hash of sender and time (plus the event and its key, identical in a retry, so two
+    menu taps within one second stay two), folded into the store's signed 64-bit column."""
     msg_id = int(message.id or 0)
     if message.type != "event" and 0 < msg_id < 2**63:
         return msg_id
-    seed = f"{message.source}|{message.time}|{message.type}|{msg_id}"
+    seed = "|".join(
+        str(raw.get(name) or "")
+        for name in ("FromUserName", "CreateTime", "MsgType", "Event", "EventKey", "MsgId")
+    )
     return int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") >> 1
 
 
@@ -252,7 +256,7 @@ class WeChatChannel:
                 raise ValueError("empty")
         except (ExpatError, KeyError, ValueError, TypeError, AttributeError):
             return web.Response(status=400, text="bad message")
-        key = delivery_id(message)
+        key = delivery_id(message, raw)
         pending = self._pending.get(key)
         if pending is None:
             pending = _Pending(asyncio.create_task(self._process(message, dict(raw), key)))
