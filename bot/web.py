@@ -97,4 +97,8 @@ def create_app(
         from bot.channels.wechat import add_wechat
 
         add_wechat(app, settings, service)
+    # --- WeCom group robots (centres with `wecom_webhook`): cards of new and urgent cases.
+    from bot.channels.wecom import add_wecom
+
+    add_wecom(app, settings, service)
     return app

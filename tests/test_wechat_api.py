@@ -127,6 +127,13 @@ async def test_wechat_errors_are_raised_with_their_code(store: Store, api) -> No
 # ------------------------------------------------------------------ the menu command
 
 
+def test_menu_keys_are_the_channels_commands() -> None:
+    from bot import wechat_commands
+    from bot.channels import wechat
+
+    assert wechat_commands.MENU_COMMANDS == wechat.MENU_COMMANDS
+
+
 def test_default_menu_file_is_valid() -> None:
     payload = menu_payload(DEFAULT_MENU)
     assert [b["name"] for b in payload["button"]] == ["我要调解", "查进度", "更多"]

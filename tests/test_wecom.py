@@ -137,3 +137,46 @@ async def test_limiter_allows_twenty_a_minute_per_robot() -> None:
     assert window.wait_time() == pytest.approx(30.0)
     now[0] += 30
     assert window.wait_time() == 0
+
+
+async def test_resident_in_danger_alerts_the_centres_wecom_group(
+    db_url: str, nlu, tmp_path: Path
+) -> None:
+    """Through the real app: an emergency message files an urgent case at once, and its
+    centre's robot gets the card (every centre has one here, wherever it routes)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bot.channels.wecom import WECOM
+    from bot.settings import load_settings
+    from bot.web import create_app
+
+    async with WeChatApiStandIn() as api:
+        document = yaml.safe_load(CENTRES_FILE.read_text(encoding="utf-8"))
+        for centre in document["centres"]:
+            centre["wecom_webhook"] = api.robot_url(f"key-{centre['code']}")
+        path = tmp_path / "centres.yml"
+        path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+        settings = load_settings(
+            database_url=db_url, data_dir=tmp_path / "var", public_url="https://desk.example.org"
+        )
+        store = Store.open(settings)
+        async with store.sessions.begin() as session:
+            await load_directory(session, parse_directory(path))
+        app = create_app(settings, nlu, store=store)
+        try:
+            async with TestClient(TestServer(app)) as http:
+                response = await http.post(
+                    "/webhooks/rest/webhook",
+                    json={"sender": "r-1", "message": "我老公拿着刀说今晚要杀了我"},
+                )
+                assert response.status == 200
+                await app[WECOM].join()
+                [call] = await api.wait_for(ROBOT)
+        finally:
+            await store.close()
+    content = call.body["markdown"]["content"]
+    assert content.startswith("### 🚨 紧急案件 BA-")
+    reference = content.split()[3]
+    assert "categories." not in content
+    assert f"https://desk.example.org/desk/cases/{reference}" in content
+    assert "刀" not in content
