@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
 from actions.ports import DeliveryError
-from bot.channels.wechat import WECHAT, WECHAT_API, WECHAT_PORT, WeChatPort
+from bot.channels.wechat import WECHAT, WECHAT_API, WECHAT_PORT, WeChatPort, evidence_path
 from bot.dialogue.model import Button, Reply
 from bot.runtime import Store
 from bot.settings import load_settings
@@ -353,6 +353,9 @@ async def test_mediator_message_by_customer_service_then_template_after_48h(
     await port.send(who, [rating], language="zh")
     assert wx.api.sent(CUSTOM)[-1].body["msgtype"] == "msgmenu"
     assert await wx.options(who) == ["rate:BA-1:5", "rate:BA-1:1"]
+    # A plain message afterwards keeps the numbers the resident may still answer with.
+    await port.send(who, [Reply("如有疑问可以随时留言。")], language="zh")
+    assert await wx.options(who) == ["rate:BA-1:5", "rate:BA-1:1"]
 
     later = WeChatPort(
         wx.app[WECHAT_API],
@@ -377,3 +380,26 @@ async def test_mediator_message_by_customer_service_then_template_after_48h(
     wx.api.out_of_window.add(who)
     await port.send(who, [Reply("状态更新")], language="zh")
     assert len(wx.api.sent("/cgi-bin/message/template/send")) == 2
+
+
+async def test_photo_survives_a_failed_download(wx: Harness) -> None:
+    who = "o-photo"
+    await wx.say(text_xml(who, "楼上邻居家漏水把我家天花板泡坏了", new_msg_id()))
+    media_id = wx.api.add_media(b"\xff\xd8 ceiling")
+    wx.api.fail_next("/cgi-bin/media/get", 1, errcode=-1)
+    turn = await wx.say(image_xml(who, media_id, new_msg_id()))
+    assert turn.status == 200
+    attachments = (await _state(wx.store, who))["draft"]["attachments"]
+    # WeChat keeps media three days: the id is kept so it can still be fetched.
+    assert [a["file_id"] for a in attachments] == [f"wechat-media:{media_id}"]
+
+
+def test_evidence_path_only_opens_our_own_files(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    digest = hashlib.sha256(b"photo").hexdigest()
+    (tmp_path / "evidence").mkdir()
+    (tmp_path / "evidence" / digest).write_bytes(b"photo")
+    assert evidence_path(settings, f"wechat:{digest}") == tmp_path / "evidence" / digest
+    assert evidence_path(settings, "wechat:../../secret.key") is None
+    assert evidence_path(settings, f"telegram:{digest}") is None
+    assert evidence_path(settings, "wechat:" + "0" * 64) is None

@@ -143,11 +143,13 @@ async def push_replies(
     language: str,
     *,
     offered: Sequence[Reply] | None = None,
+    remember: bool = True,
 ) -> None:
     """Send replies as customer-service messages: choices as a tappable ``msgmenu``.
 
     ``offered``: all replies of the turn when some went passively already, so the
-    numbers remembered are those of the last choices the resident saw.
+    numbers remembered are those of the last choices the resident saw. ``remember``
+    False keeps the numbers of an intake in progress (a mediator's plain message).
     """
     for reply in replies:
         options = [b for row in reply.buttons for b in row]
@@ -159,8 +161,9 @@ async def push_replies(
             await api.send_menu(openid, head, items, t("wechat.menu_tail", language))
         else:
             await api.send_text(openid, _numbered(reply, language))
-    async with store.sessions.begin() as session:
-        await remember_options(session, openid, _payloads(offered or replies))
+    if remember:
+        async with store.sessions.begin() as session:
+            await remember_options(session, openid, _payloads(offered or replies))
 
 
 def _language(replies: Sequence[Reply], default: str) -> str:
@@ -500,7 +503,10 @@ class WeChatPort:
             raise DeliveryError("the resident unfollowed the official account", permanent=True)
         if last is not None and self.clock() - last < WINDOW - WINDOW_MARGIN:
             try:
-                await push_replies(self.api, self.store, chat_id, replies, language)
+                offers = bool(_payloads(replies))
+                await push_replies(
+                    self.api, self.store, chat_id, replies, language, remember=offers
+                )
                 return
             except WeChatApiError as error:
                 if error.errcode != OUT_OF_WINDOW:
