@@ -18,7 +18,14 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+    StatementError,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
@@ -93,6 +100,9 @@ class IntakeService:
         self.timezone = timezone
         #: Recently saved (state, version) per chat, oldest first; only a hint.
         self._states: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
+        #: Each recent chat's language, kept even when its cached state is dropped, so
+        #: an error is answered in the conversation's language, not a guess.
+        self._languages: dict[tuple[str, str], str] = {}
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -100,8 +110,11 @@ class IntakeService:
     def _remember(self, key: tuple[str, str], state: dict[str, Any], version: int) -> None:
         """Keep the last saved state of recent chats, saving a read per message."""
         self._states[key] = (state, version)
+        self._languages[key] = str(state.get("lang") or "zh")
         if len(self._states) > STATE_CACHE_SIZE:
             self._states.pop(next(iter(self._states)))
+        if len(self._languages) > STATE_CACHE_SIZE:
+            self._languages.pop(next(iter(self._languages)))
 
     def _lock(self, sender: Sender) -> asyncio.Lock:
         key = (sender.channel, sender.chat_id)
@@ -129,7 +142,9 @@ class IntakeService:
                 if isinstance(event, TextEvent) and not event.parse and event.text.strip():
                     event = TextEvent(event.text, dict(await self.nlu.parse(event.text)))
                 async for attempt in AsyncRetrying(
-                    retry=retry_if_exception_type(StaleState),
+                    # A lost race (another process saved first, or inserted the same row)
+                    # passes on fresh state; anything else is not retried here.
+                    retry=retry_if_exception_type((StaleState, IntegrityError)),
                     stop=stop_after_attempt(5),
                     wait=wait_random(0, 0.05),
                     reraise=True,
@@ -148,8 +163,8 @@ class IntakeService:
                 type(error).__name__,
             )
             log.debug("store failure", exc_info=error)
-            language = detect_language(event.text) if isinstance(event, TextEvent) else "zh"
-            return [Reply(t("dialogue.db_unavailable", language))]
+            key = "db_refused" if _permanent(error) else "db_unavailable"
+            return [Reply(t(f"dialogue.{key}", self._language_of(sender, event)))]
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
     async def _deliver(self, notices: list[Notice]) -> None:
@@ -202,7 +217,7 @@ class IntakeService:
                     resident = await get_or_create_resident(
                         session, sender.channel, sender.user_id, str(state.get("lang", "zh"))
                     )
-                result = await self._run(session, action, sender, resident, state, notices)
+                result = await self._run(session, action, sender, resident, state, notices, event)
                 if result is None:
                     continue
                 follow = handle(state, result, self.ctx)
@@ -211,6 +226,14 @@ class IntakeService:
                 pending.extend(follow.actions)
             saved = await save_conversation(session, *key, state, version)
         return self._done(key, state, saved, replies), notices
+
+    def _language_of(self, sender: Sender, event: Event) -> str:
+        """The conversation's own language (from its saved state) for an error message;
+        guessed from the words only for a chat never seen."""
+        known = self._languages.get((sender.channel, sender.chat_id))
+        if known is not None:
+            return known
+        return detect_language(event.text) if isinstance(event, TextEvent) else "zh"
 
     def _done(
         self, key: tuple[str, str], state: dict[str, Any], version: int, replies: list[Reply]
@@ -240,10 +263,12 @@ class IntakeService:
         if state.get("draft") or state.get("comment_for"):
             return None
         text = attachment = None
+        flagged = False
         if isinstance(event, TextEvent):
             risk = (event.parse or {}).get("risk") or {}
-            if risk.get("flagged") or not event.text.strip():
+            if not event.text.strip():
                 return None
+            flagged = bool(risk.get("flagged"))
             text = event.text
         elif isinstance(event, AttachmentEvent):
             attachment = {
@@ -260,8 +285,16 @@ class IntakeService:
             return None
         actor = Actor("resident", str(case.resident_id))
         data: dict[str, Any] = {"text": text} if text is not None else dict(attachment or {})
+        if flagged:
+            data["flagged"] = True
         await casework.record_message(session, case, "message_in", actor, data)
-        notices.append(RelayNotice(case.reference, case.mediator.external_id, text, attachment))
+        notices.append(
+            RelayNotice(case.reference, case.mediator.external_id, text, attachment, flagged)
+        )
+        if flagged:
+            # The mediator sees the message, marked; the engine still answers the danger
+            # (help numbers, urgent flag, alert to the centre) as in every other state.
+            return None
         replies: list[Reply] = []
         state = dict(state)
         if sender.channel != "telegram":
@@ -289,6 +322,7 @@ class IntakeService:
         resident: Resident,
         state: dict[str, object],
         notices: list[Notice],
+        event: Event | None = None,
     ) -> Event | None:
         """Carry out one action; its result goes back into the engine as an event."""
         language = str(state.get("lang", "zh"))
@@ -311,12 +345,15 @@ class IntakeService:
                     notices.append(CaseNotice(kind, filed.reference))  # type: ignore[arg-type]
                     return CaseFiled(filed.reference, reason, filed.centre_zh, filed.centre_en)
                 case UpdateCase(reference=reference, draft=draft):
-                    await intake.update_case(
+                    moved = await intake.update_case(
                         session, reference, draft, resident=resident, vault=self.store.vault
                     )
+                    if moved:
+                        notices.append(CaseNotice("moved", reference))
                     return None
                 case FlagUrgent(reference=reference, kinds=kinds):
-                    await intake.flag_urgent(session, reference, list(kinds), resident)
+                    words = getattr(action, "words", None) or _event_text(event)
+                    await intake.flag_urgent(session, reference, list(kinds), resident, words)
                     notices.append(CaseNotice("urgent", reference))
                     return ActionDone("urgent", reference)
                 case RequestHuman(reference=reference):
@@ -348,6 +385,20 @@ class IntakeService:
             log.warning("action %s failed: %s", type(action).__name__, type(error).__name__)
             return None
         return None
+
+
+def _permanent(error: BaseException) -> bool:
+    """An error that the same message will meet again (a value the database refuses),
+    as opposed to one that passes (the database down, a lock, a lost race)."""
+    if isinstance(error, IntegrityError | DataError):
+        return True  # retried already: a race would have passed on fresh state
+    return isinstance(error, StatementError) and not isinstance(
+        error, OperationalError | InterfaceError
+    )
+
+
+def _event_text(event: Event | None) -> str:
+    return event.text if isinstance(event, TextEvent) else ""
 
 
 def _status_item(item: dict[str, object], language: str, timezone: str) -> dict[str, object]:

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         default="https://api.weixin.qq.com", alias="WECHAT_API_BASE_URL"
     )
     wechat_template_id_status: str | None = Field(default=None, alias="WECHAT_TEMPLATE_ID_STATUS")
-    #: Where people open the web workspace (links in WeCom cards: {url}/desk/cases/<ref>).
+    #: Where people reach this installation (links to the web workspace on cards).
     public_url: str | None = Field(default=None, alias="TIAOJIE_PUBLIC_URL")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="TIAOJIE_LOG_LEVEL"
@@ -91,7 +91,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value
 
-    @field_validator("wechat_api_base_url", "public_url")
+    @field_validator("wechat_api_base_url")
     @classmethod
     def _plain_http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):

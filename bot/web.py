@@ -11,6 +11,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from actions.desk import DeskService
+from actions.ports import ResidentPorts
+from actions.scheduler import Job, Scheduler
 from bot.channels.rest import add_rest_channel
 from bot.dialogue.engine import Context
 from bot.dialogue.forms import default_forms
@@ -22,6 +25,9 @@ from nlu.interface import NLUBackend
 from storage.db import DatabaseUnavailable, check_database, safe_url
 
 SETTINGS = web.AppKey("settings", Settings)
+RESIDENT_PORTS = web.AppKey("resident_ports", ResidentPorts)
+DESK_SERVICE = web.AppKey("desk_service", DeskService)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
 STORE = web.AppKey("store", Store)
 NLU = web.AppKey("nlu", NLUBackend)
 #: Extra health reporters: name → coroutine returning a dict.
@@ -80,25 +86,53 @@ def create_app(
 
     app.cleanup_ctx.append(close_store)
     app.router.add_get("/healthz", healthz)
+    ports = ResidentPorts()
+    app[RESIDENT_PORTS] = ports
+    desk = DeskService(
+        app[STORE], ports=ports, timezone=settings.timezone, link_base=settings.public_url
+    )
+    app[DESK_SERVICE] = desk
     service = IntakeService(
         app[STORE],
         nlu,
         engine_context(settings, threshold),
         reference_prefix=settings.reference_prefix,
         timezone=settings.timezone,
+        notifier=desk,
     )
     add_rest_channel(app, service)
     if settings.telegram_bot_token is not None:
         from bot.channels.telegram import add_telegram
 
-        add_telegram(app, settings, service)
-    # --- WeChat Official Account (residents): /webhooks/wechat, port in app[WECHAT_PORT].
+        add_telegram(app, settings, service, desk, ports)
+    # --- WeChat Official Account (residents) and WeCom group robots (centres' cards).
     if settings.wechat_enabled:
         from bot.channels.wechat import add_wechat
 
-        add_wechat(app, settings, service)
-    # --- WeCom group robots (centres with `wecom_webhook`): cards of new and urgent cases.
+        add_wechat(app, settings, service, ports)
     from bot.channels.wecom import add_wecom
 
-    add_wecom(app, settings, service)
+    add_wecom(app, settings, desk)
+    add_scheduler(app, settings, desk)
     return app
+
+
+def add_scheduler(app: web.Application, settings: Settings, desk: DeskService) -> None:
+    """The periodic jobs as a background task of the app, whatever channels are on."""
+    jobs = []
+    if settings.sweep_seconds > 0:
+        jobs.append(Job("sweep", settings.sweep_seconds, desk.sweep))
+    scheduler = Scheduler(app[STORE], jobs)
+    app[SCHEDULER] = scheduler
+
+    async def run_jobs(app: web.Application) -> AsyncIterator[None]:
+        scheduler.start()
+        yield
+        await scheduler.stop()
+
+    app.cleanup_ctx.append(run_jobs)
+
+    async def health() -> dict[str, object]:
+        return scheduler.health()
+
+    app[HEALTH_CHECKS]["scheduler"] = health

@@ -48,7 +48,7 @@ class DepartmentEntry(BaseModel):
     code: str = Field(pattern=r"^[a-z0-9_-]{2,64}$")
     name_zh: str = Field(min_length=1)
     name_en: str = Field(min_length=1)
-    kind: Literal["administrative", "judicial", "people", "social"] = "administrative"
+    kind: Literal["administrative", "judicial", "people", "social", "legal_aid"] = "administrative"
     telegram_chat_id: int | None = None
 
 
@@ -254,3 +254,9 @@ async def get_centre(session: AsyncSession, code: str) -> Centre | None:
 
 async def all_centres(session: AsyncSession) -> list[Centre]:
     return list((await session.execute(select(Centre).order_by(Centre.id))).scalars())
+
+
+async def first_department_for(session: AsyncSession, category: str) -> Department | None:
+    """The first department (file order) the directory routes ``category`` to."""
+    departments = (await session.execute(select(Department).order_by(Department.id))).scalars()
+    return next((d for d in departments if category in (d.categories or [])), None)

@@ -51,7 +51,7 @@ from wechatpy.messages import BaseMessage
 from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature
 
-from actions.ports import DeliveryError
+from actions.ports import DeliveryError, ResidentPorts
 from bot.channels.text_input import text_to_event
 from bot.channels.wechat_api import OUT_OF_WINDOW, WeChatApi, WeChatApiError
 from bot.dialogue.engine import MAX_ATTACHMENT_BYTES, detect_language
@@ -360,7 +360,11 @@ class WeChatChannel:
                     )
                 ).scalar_one_or_none()
                 if case is not None:
-                    data = {"channel": CHANNEL, "errcode": error.errcode}
+                    data = {
+                        "reason": f"wechat errcode {error.errcode}",
+                        "permanent": error.permanent,
+                        "channel": CHANNEL,
+                    }
                     await add_event(session, case, "delivery_failed", Actor.system(), data)
         except Exception as failure:
             log.warning("could not record the delivery failure: %s", type(failure).__name__)
@@ -554,12 +558,13 @@ def add_wechat(
     app: web.Application,
     settings: Settings,
     service: IntakeService,
+    ports: ResidentPorts | None = None,
     *,
     clock: Callable[[], datetime] = utcnow,
     passive_seconds: float = PASSIVE_SECONDS,
 ) -> WeChatPort:
-    """Serve ``/webhooks/wechat``; returns the port for later messages (also
-    ``app[WECHAT_PORT]``) so the caller can register it with the other resident ports."""
+    """Serve ``/webhooks/wechat`` and register the port for later messages (mediators'
+    replies, status changes, rating requests) with ``ports``; also ``app[WECHAT_PORT]``."""
     assert settings.wechat_app_id is not None and settings.wechat_app_secret is not None
     api = WeChatApi(
         None,
@@ -580,6 +585,8 @@ def add_wechat(
     app[WECHAT_API] = api
     app[WECHAT] = channel
     app[WECHAT_PORT] = port
+    if ports is not None:
+        ports.register(port)
     app.router.add_get(PATH, _verify)
     app.router.add_post(PATH, _receive)
 

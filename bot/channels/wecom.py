@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import logging
 import time
@@ -28,15 +27,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from actions.desk import DeskService
 from actions.ports import CaseCard
-from bot.dialogue.forms import Forms, default_forms
 from bot.i18n import t
-from bot.intake_service import IntakeService
-from bot.notices import CaseNotice, Notice, Notifier
 from bot.runtime import Store
 from bot.settings import Settings
-from storage.cases import get_case
-from storage.models import Case
 from storage.wechat import wecom_webhook
 
 log = logging.getLogger(__name__)
@@ -166,14 +161,13 @@ class WeComRobotTarget:
         if url is None:
             return None
         self._enqueue(url, render_card(card, self.language, self.desk_url))
-        return {"target": self.name, "centre": centre_code, "risk": card.risk}
+        return {"robot": robot_id(url), "risk": card.risk}
 
     async def update(self, posted: dict[str, Any], card: CaseCard) -> None:
-        """Robots cannot edit a message: only a case that became urgent is posted again
-        (claims and moves show in the workspace the card links to)."""
-        if card.urgent and posted.get("risk") != "urgent":
-            await self.post(str(posted["centre"]), card)
-            posted["risk"] = "urgent"
+        """Robots cannot edit a message, and a new message for every claim or note would
+        drown the group: the card's link shows the live state. (An emergency is posted
+        afresh by the desk, not edited, so it still reaches the group.)"""
+        return None
 
     # -------------------------------------------------------------- sending
 
@@ -247,77 +241,15 @@ class WeComRobotTarget:
             self._http = None
 
 
-@functools.cache
-def _forms() -> Forms:
-    return default_forms()
-
-
-def kind_title(category: str, language: str) -> str:
-    """The kind's name as residents saw it (the forms' titles), else the catalog's."""
-    form = _forms().by_category.get(category)
-    if form is not None:
-        return form.title.get(language)
-    key = f"categories.{category}"
-    text = t(key, language)
-    return category if text == key else text
-
-
-def case_card(case: Case, language: str, event: str) -> CaseCard:
-    """What a centre's group sees of a case: masked, translated, no resident's words."""
-    place = " · ".join(x for x in (case.street, case.community) if x) or "-"
-    return CaseCard(
-        reference=case.reference,
-        kind_title=kind_title(case.category, language),
-        risk=case.risk_level.value,
-        risk_badge=t(f"desk.risk.{case.risk_level.value}", language),
-        place=place,
-        phone_masked=case.phone_masked or "-",
-        summary="",
-        status=case.status.value,
-        extra={"event": event},
-    )
-
-
-class WeComNotifier:
-    """Posts a card to the case's centre robot when a case is filed, becomes urgent or
-    asks for a person, and hands every notice on to ``inner`` (the Telegram desk, or the
-    log when there is none). Neither can make the other fail."""
-
-    def __init__(self, inner: Notifier, target: WeComRobotTarget, store: Store) -> None:
-        self.inner = inner
-        self.target = target
-        self.store = store
-
-    async def deliver(self, notices: list[Notice]) -> None:
-        try:
-            await self._cards(notices)
-        except Exception as error:  # the robot must not cost the desk its notices
-            log.warning("wecom cards not posted: %s", type(error).__name__)
-        await self.inner.deliver(notices)
-
-    async def _cards(self, notices: list[Notice]) -> None:
-        for notice in notices:
-            if not isinstance(notice, CaseNotice) or notice.kind == "follow_up":
-                continue
-            async with self.store.sessions() as session:
-                case = await get_case(session, notice.reference)
-                centre = case.centre.code if case.centre is not None else None
-            if centre is not None:
-                event = "new" if notice.kind == "filed" else notice.kind
-                await self.target.post(centre, case_card(case, self.target.language, event))
-
-
 WECOM = web.AppKey("wecom", WeComRobotTarget)
 
 
-def add_wecom(app: web.Application, settings: Settings, service: IntakeService) -> WeComRobotTarget:
-    """Post new and urgent cases to centres' WeCom robots (``app[WECOM]``), beside
-    whatever notifier the service has (call after Telegram's). Closes with the app,
-    after giving queued cards a few seconds to go out."""
-    target = WeComRobotTarget(
-        service.store, desk_url=settings.public_url, language=settings.language
-    )
-    service.notifier = WeComNotifier(service.notifier, target, service.store)
+def add_wecom(app: web.Application, settings: Settings, desk: DeskService) -> WeComRobotTarget:
+    """Give the desk a WeCom card target (``app[WECOM]``): every centre whose directory
+    entry has ``wecom_webhook`` gets its cards there too. Closes with the app, after
+    giving queued cards a few seconds to go out."""
+    target = WeComRobotTarget(desk.store, desk_url=settings.public_url, language="zh")
+    desk.add_card_target(target)
     app[WECOM] = target
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

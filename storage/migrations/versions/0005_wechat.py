@@ -1,7 +1,7 @@
 """wechat: shared access token, residents' WeChat contacts, centres' WeCom robots
 
 Revision ID: 0005_wechat
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-30 00:20:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import storage.models
 
 revision: str = "0005_wechat"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
