@@ -92,6 +92,14 @@ def create_app(
         from bot.channels.telegram import add_telegram
 
         add_telegram(app, settings, service, desk, ports)
+    # --- WeChat Official Account (residents) and WeCom group robots (centres' cards).
+    if settings.wechat_enabled:
+        from bot.channels.wechat import add_wechat
+
+        add_wechat(app, settings, service, ports)
+    from bot.channels.wecom import add_wecom
+
+    add_wecom(app, settings, desk)
     add_scheduler(app, settings, desk)
     return app
 

@@ -76,6 +76,8 @@ def test_help_on_every_command() -> None:
         ["nlu", "test"],
         ["nlu", "parse"],
         ["nlu", "shell"],
+        ["wechat"],
+        ["wechat", "menu"],
     ]
     for command in commands:
         result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
