@@ -56,6 +56,13 @@ class Settings(BaseSettings):
         default=Path("storage/data/baoan_centres.yml"), alias="TIAOJIE_CENTRES_FILE"
     )
     sweep_seconds: int = Field(default=60, ge=0, le=3600, alias="TIAOJIE_SWEEP_SECONDS")
+    # Learning loop (issue 13): how often each process checks the model registry, and
+    # when a parse counts as doubtful enough to rank high in the review inbox.
+    model_poll_seconds: float = Field(default=2.0, gt=0, le=5, alias="TIAOJIE_MODEL_POLL_SECONDS")
+    review_low_confidence: float = Field(
+        default=0.5, ge=0, le=1, alias="TIAOJIE_REVIEW_LOW_CONFIDENCE"
+    )
+    review_small_margin: float = Field(default=0.1, ge=0, le=1, alias="TIAOJIE_REVIEW_SMALL_MARGIN")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="TIAOJIE_LOG_LEVEL"
     )

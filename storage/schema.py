@@ -7,7 +7,7 @@ such module is imported here, once, so its tables join ``Base.metadata``.
 
 from __future__ import annotations
 
-from storage import models
+from storage import models, nlu_registry, review
 from storage.models import Base
 
-__all__ = ["Base", "models"]
+__all__ = ["Base", "models", "nlu_registry", "review"]
