@@ -20,6 +20,7 @@ from rich.table import Table
 
 from bot.i18n import t
 from bot.nlu_commands import nlu_app
+from bot.review_commands import review_app
 from bot.runtime import Store
 from bot.settings import Settings, SettingsError, load_settings
 from storage import cases as case_repo
@@ -47,6 +48,7 @@ app.add_typer(centres_app, name="centres", hidden=True)
 app.add_typer(mediator_app, name="mediator")
 app.add_typer(case_app, name="case")
 app.add_typer(nlu_app, name="nlu")
+app.add_typer(review_app, name="review")
 
 out = Console()
 err = Console(stderr=True)
