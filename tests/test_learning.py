@@ -18,7 +18,9 @@ PHONE = "13812345678"
 SECRET_MESSAGE = f"老板欠薪八千,我电话{PHONE},身份证{ID_NUMBER},工资卡{BANK_CARD}"
 
 
-def parse(ranking: list[tuple[str, float]], *, fallback: bool = False, risk: list[str] | None = None) -> dict:
+def parse(
+    ranking: list[tuple[str, float]], *, fallback: bool = False, risk: list[str] | None = None
+) -> dict:
     items = [{"name": n, "confidence": c} for n, c in ranking]
     intent = {"name": "nlu_fallback", "confidence": 0.3} if fallback else items[0]
     return {
@@ -42,7 +44,11 @@ async def _raw_dump(store: Store) -> str:
 async def test_capture_masks_before_writing(store: Store) -> None:
     async with store.sessions.begin() as session:
         row = await learning.capture_first_message(
-            session, text=SECRET_MESSAGE, parse=CONFIDENT, channel="rest", chat_id="c1",
+            session,
+            text=SECRET_MESSAGE,
+            parse=CONFIDENT,
+            channel="rest",
+            chat_id="c1",
             model_version="nlu-x",
         )
         assert row.id
@@ -58,8 +64,10 @@ async def test_capture_masks_before_writing(store: Store) -> None:
         (parse([("dispute_labor", 0.3), ("dispute_gig_work", 0.2)]), "low_confidence"),
         (parse([("dispute_labor", 0.52), ("dispute_gig_work", 0.48)]), "small_margin"),
         (parse([("dispute_labor", 0.2), ("greet", 0.1)], fallback=True), "nlu_fallback"),
-        (parse([("dispute_family", 0.9), ("emergency", 0.05)], risk=["violence"]),
-         "rules_flagged_classifier_did_not"),
+        (
+            parse([("dispute_family", 0.9), ("emergency", 0.05)], risk=["violence"]),
+            "rules_flagged_classifier_did_not",
+        ),
         (parse([("emergency", 0.9), ("dispute_family", 0.05)]), "classifier_flagged_rules_did_not"),
     ],
 )
@@ -85,7 +93,11 @@ async def test_kind_answers_make_inbox_items(
 ) -> None:
     async with store.sessions.begin() as session:
         await learning.capture_first_message(
-            session, text="站长扣钱", parse=CONFIDENT, channel="rest", chat_id="c9",
+            session,
+            text="站长扣钱",
+            parse=CONFIDENT,
+            channel="rest",
+            chat_id="c9",
             model_version="v1",
         )
         assert await learning.inbox(session, InboxFilter(signal=signal)) == []
@@ -109,10 +121,13 @@ async def test_affirmed_kind_adds_no_signal(store: Store) -> None:
         assert row is not None and row.signals == []
 
 
-async def _case(session, chat_id: str) -> Case:  # noqa: ANN001
+async def _case(session, chat_id: str) -> Case:
     case = Case(
-        reference=f"BA-20261130-{chat_id[-4:]:0>4}", category="dispute_labor",
-        resident_words=f"站长扣了我钱 {PHONE}", channel="rest", chat_id=chat_id,
+        reference=f"BA-20261130-{chat_id[-4:]:0>4}",
+        category="dispute_labor",
+        resident_words=f"站长扣了我钱 {PHONE}",
+        channel="rest",
+        chat_id=chat_id,
     )
     session.add(case)
     await session.flush()
@@ -122,35 +137,54 @@ async def _case(session, chat_id: str) -> Case:  # noqa: ANN001
 async def test_recategorisation_is_a_label_and_follows_the_case(store: Store) -> None:
     async with store.sessions.begin() as session:
         first = await learning.capture_first_message(
-            session, text="站长扣了我钱", parse=CONFIDENT, channel="rest", chat_id="c0003",
+            session,
+            text="站长扣了我钱",
+            parse=CONFIDENT,
+            channel="rest",
+            chat_id="c0003",
             model_version="v",
         )
         case = await _case(session, "c0003")
-        assert await learning.attach_case(session, channel="rest", chat_id="c0003", case_id=case.id) == 1
+        assert (
+            await learning.attach_case(session, channel="rest", chat_id="c0003", case_id=case.id)
+            == 1
+        )
         row = await learning.record_recategorisation(
             session, case, "dispute_labor", "dispute_gig_work", "mediator:7"
         )
         assert row.id == first.id and row.case_id == case.id
-        items = await learning.inbox(session, InboxFilter(status=None, signal="mediator_recategorised"))
+        items = await learning.inbox(
+            session, InboxFilter(status=None, signal="mediator_recategorised")
+        )
     assert items[0].label == "dispute_gig_work"
     assert items[0].label_source == "mediator_recategorise"
     assert items[0].labelled_by == "mediator:7"
     # A case without a capture: its words are captured now, masked.
     async with store.sessions.begin() as session:
         other = await _case(session, "c0004")
-        row = await learning.record_recategorisation(session, other, "dispute_labor", "dispute_debt", "m")
+        row = await learning.record_recategorisation(
+            session, other, "dispute_labor", "dispute_debt", "m"
+        )
         assert row.label == "dispute_debt" and PHONE not in row.text_masked
 
 
 async def test_inbox_order_disagreements_then_smallest_margin(store: Store) -> None:
     async with store.sessions.begin() as session:
         wide = await learning.capture_first_message(
-            session, text="a", parse=parse([("dispute_labor", 0.6), ("dispute_debt", 0.3)]),
-            channel="rest", chat_id="1", model_version="v",
+            session,
+            text="a",
+            parse=parse([("dispute_labor", 0.6), ("dispute_debt", 0.3)]),
+            channel="rest",
+            chat_id="1",
+            model_version="v",
         )
         narrow = await learning.capture_first_message(
-            session, text="b", parse=parse([("dispute_labor", 0.4), ("dispute_debt", 0.38)]),
-            channel="rest", chat_id="2", model_version="v",
+            session,
+            text="b",
+            parse=parse([("dispute_labor", 0.4), ("dispute_debt", 0.38)]),
+            channel="rest",
+            chat_id="2",
+            model_version="v",
         )
         confident = await learning.capture_first_message(
             session, text="c", parse=CONFIDENT, channel="rest", chat_id="3", model_version="v"
@@ -168,16 +202,24 @@ async def test_label_skip_not_real_bulk_and_who(store: Store) -> None:
         ids = []
         for i, words in enumerate(["外卖站长扣钱", "外卖平台罚款", "邻居吵", "测试"]):
             row = await learning.capture_first_message(
-                session, text=words, parse=CONFIDENT, channel="rest", chat_id=str(i),
+                session,
+                text=words,
+                parse=CONFIDENT,
+                channel="rest",
+                chat_id=str(i),
                 model_version="v",
             )
             ids.append(row.id)
         with pytest.raises(learning.LearningError):
-            await learning.label(session, ids[2], "no_such", by="admin:1", allowed={"dispute_neighbor"})
+            await learning.label(
+                session, ids[2], "no_such", by="admin:1", allowed={"dispute_neighbor"}
+            )
         item = await learning.label(session, ids[2], "dispute_neighbor", by="admin:1")
         assert (item.status, item.labelled_by) == ("labelled", "admin:1") and item.labelled_at
         await learning.set_status(session, ids[3], CaptureStatus.NOT_REAL, by="admin:1")
-        count = await learning.bulk_label(session, InboxFilter(search="外卖"), "dispute_gig_work", by="admin:2")
+        count = await learning.bulk_label(
+            session, InboxFilter(search="外卖"), "dispute_gig_work", by="admin:2"
+        )
         assert count == 2
         assert await learning.inbox(session) == []
         done = await learning.inbox(session, InboxFilter(status=CaptureStatus.LABELLED))
@@ -195,15 +237,19 @@ def test_holdout_is_stable_and_about_a_fifth() -> None:
     assert is_holdout("消息 7 号") == is_holdout(" 消息7号 ")  # normalised: spacing ignored
 
 
-async def test_import_all_or_nothing_and_export_training_slice(store: Store, tmp_path: Path) -> None:
+async def test_import_all_or_nothing_and_export_training_slice(
+    store: Store, tmp_path: Path
+) -> None:
     bad = "text,label\n房东不退押金,dispute_tenancy\n,dispute_debt\n欠钱不还,no_such_intent\n"
     async with store.sessions.begin() as session:
-        report = await learning.import_labelled(session, bad, by="admin", allowed={"dispute_tenancy", "dispute_debt"})
+        report = await learning.import_labelled(
+            session, bad, by="admin", allowed={"dispute_tenancy", "dispute_debt"}
+        )
         assert report.imported == 0
         assert report.errors == [(3, "empty text"), (4, "unknown intent 'no_such_intent'")]
         assert await learning.inbox(session, InboxFilter(status=None)) == []
     rows = [(f"第{i}个房东不退押金 {PHONE}", "dispute_tenancy") for i in range(40)]
-    good = "text,label\n" + "".join(f"{t},{l}\n" for t, l in rows)
+    good = "text,label\n" + "".join(f"{text},{intent}\n" for text, intent in rows)
     async with store.sessions.begin() as session:
         report = await learning.import_labelled(session, good, by="admin", allowed=None)
         assert report.imported == 40

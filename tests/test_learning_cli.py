@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from actions import learning
+from bot.cli import app
 from bot.runtime import Store
 from storage.nlu_registry import ModelStatus, get_model, register
 from storage.review import InboxFilter, is_holdout
@@ -18,18 +20,27 @@ ROOT = Path(__file__).resolve().parent.parent
 PHONE = "13912345678"
 
 
-def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args], env=env, cwd=ROOT, capture_output=True,
-        text=True, timeout=120,
-    )
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def cli_env(db_url: str, tmp_path: Path, models: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIAOJIE_", "TELEGRAM_"))}
+def run(*args: str, env: dict[str, str | None]) -> Ran:
+    """The real command in this process (a thread: the commands run their own loop)."""
+    result = CliRunner().invoke(app, list(args), env=env)
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+def cli_env(db_url: str, tmp_path: Path, models: Path) -> dict[str, str | None]:
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("TIAOJIE_")}
     env.update(
-        TIAOJIE_DATABASE_URL=db_url, TIAOJIE_DATA_DIR=str(tmp_path / "var"),
-        TIAOJIE_LANGUAGE="en", TIAOJIE_MODEL_DIR=str(models), COLUMNS="200",
+        TIAOJIE_DATABASE_URL=db_url,
+        TIAOJIE_DATA_DIR=str(tmp_path / "var"),
+        TIAOJIE_LANGUAGE="en",
+        TIAOJIE_MODEL_DIR=str(models),
+        COLUMNS="200",
     )
     return env
 
@@ -48,7 +59,11 @@ async def _seed(store: Store) -> list[int]:
                 "intent_ranking": [{"name": n, "confidence": c} for n, c in ranking],
             }
             row = await learning.capture_first_message(
-                session, text=words, parse=parse, channel="rest", chat_id=str(i),
+                session,
+                text=words,
+                parse=parse,
+                channel="rest",
+                chat_id=str(i),
                 model_version="v1",
             )
             ids.append(row.id)
@@ -60,16 +75,22 @@ async def test_review_cli_list_label_import_export(
 ) -> None:
     ids = await _seed(store)
     env = cli_env(db_url, tmp_path, nlu_model_dir)
-    listed = await asyncio.to_thread(run, "review", "list", "--format", "json", "--limit", "5", env=env)
+    listed = await asyncio.to_thread(
+        run, "review", "list", "--format", "json", "--limit", "5", env=env
+    )
     assert listed.returncode == 0, listed.stderr
     items = json.loads(listed.stdout)
     assert [i["id"] for i in items] == ids  # the small margin first
     assert items[0]["top"][0]["name"] == "dispute_labor" and "small_margin" in items[0]["signals"]
     assert PHONE not in listed.stdout and "139****5678" in listed.stdout
 
-    labelled = await asyncio.to_thread(run, "review", "label", str(ids[0]), "dispute_gig_work", "--by", "admin:li", env=env)
+    labelled = await asyncio.to_thread(
+        run, "review", "label", str(ids[0]), "dispute_gig_work", "--by", "admin:li", env=env
+    )
     assert labelled.returncode == 0, labelled.stderr
-    wrong = await asyncio.to_thread(run, "review", "label", str(ids[1]), "dispute_nonsense", env=env)
+    wrong = await asyncio.to_thread(
+        run, "review", "label", str(ids[1]), "dispute_nonsense", env=env
+    )
     assert wrong.returncode == 1 and "dispute_nonsense" in wrong.stderr
     missing = await asyncio.to_thread(run, "review", "label", "999999", "dispute_debt", env=env)
     assert missing.returncode == 1 and "999999" in missing.stderr
@@ -80,15 +101,21 @@ async def test_review_cli_list_label_import_export(
     assert by_id[ids[1]].label is None
 
     bad = tmp_path / "bad.csv"
-    bad.write_text("text,label\n欠钱不还,dispute_debt\n邻居吵,not_an_intent\n,dispute_debt\n", "utf-8")
+    bad.write_text(
+        "text,label\n欠钱不还,dispute_debt\n邻居吵,not_an_intent\n,dispute_debt\n", "utf-8"
+    )
     refused = await asyncio.to_thread(run, "review", "import", str(bad), env=env)
     assert refused.returncode == 1
     assert f"{bad}:3:" in refused.stderr and f"{bad}:4:" in refused.stderr
     good = tmp_path / "good.csv"
-    good.write_text("text,label\n" + "".join(f"第{i}笔借款不还,dispute_debt\n" for i in range(30)), "utf-8")
+    good.write_text(
+        "text,label\n" + "".join(f"第{i}笔借款不还,dispute_debt\n" for i in range(30)), "utf-8"
+    )
     imported = await asyncio.to_thread(run, "review", "import", str(good), env=env)
     assert imported.returncode == 0 and "30" in imported.stdout
-    exported = await asyncio.to_thread(run, "review", "export", "--out", str(tmp_path / "rasa"), env=env)
+    exported = await asyncio.to_thread(
+        run, "review", "export", "--out", str(tmp_path / "rasa"), env=env
+    )
     assert exported.returncode == 0, exported.stderr
     text = (tmp_path / "rasa" / "reviewed.yml").read_text("utf-8")
     assert "- intent: dispute_debt" in text
@@ -99,22 +126,45 @@ async def test_review_cli_list_label_import_export(
 async def test_activate_needs_reason_when_gate_failed_and_rollback(
     store: Store, db_url: str, tmp_path: Path, nlu_model_dir: Path
 ) -> None:
-    folder = next(nlu_model_dir.glob("nlu-*"))
+    folder = await asyncio.to_thread(lambda: next(nlu_model_dir.glob("nlu-*")))
     async with store.sessions.begin() as session:
-        first = await register(session, "v-first", trained_by="t", status=ModelStatus.CANDIDATE, path=str(folder))
+        first = await register(
+            session, "v-first", trained_by="t", status=ModelStatus.CANDIDATE, path=str(folder)
+        )
         first.gate = {"passed": True}
-        bad = await register(session, "v-bad", trained_by="t", status=ModelStatus.CANDIDATE, path=str(folder))
-        bad.gate = {"passed": False, "fell": ["dispute_tenancy"], "datasets": [
-            {"name": "nlu_test.yml", "failures": [{"rule": "kind_f1", "intent": "dispute_tenancy", "before": 0.9, "after": 0.1}]}]}
+        bad = await register(
+            session, "v-bad", trained_by="t", status=ModelStatus.CANDIDATE, path=str(folder)
+        )
+        bad.gate = {
+            "passed": False,
+            "fell": ["dispute_tenancy"],
+            "datasets": [
+                {
+                    "name": "nlu_test.yml",
+                    "failures": [
+                        {
+                            "rule": "kind_f1",
+                            "intent": "dispute_tenancy",
+                            "before": 0.9,
+                            "after": 0.1,
+                        }
+                    ],
+                }
+            ],
+        }
     env = cli_env(db_url, tmp_path, nlu_model_dir)
     ok = await asyncio.to_thread(run, "nlu", "activate", "v-first", "--by", "admin:wang", env=env)
     assert ok.returncode == 0, ok.stderr
     refused = await asyncio.to_thread(run, "nlu", "activate", "v-bad", env=env)
     assert refused.returncode == 1 and "dispute_tenancy" in refused.stderr
-    short = await asyncio.to_thread(run, "nlu", "activate", "v-bad", "--override-reason", "ok", env=env)
+    short = await asyncio.to_thread(
+        run, "nlu", "activate", "v-bad", "--override-reason", "ok", env=env
+    )
     assert short.returncode == 1
     reason = "tenancy examples in the test file are mislabelled; confirmed by the centre"
-    forced = await asyncio.to_thread(run, "nlu", "activate", "v-bad", "--override-reason", reason, "--by", "admin:wang", env=env)
+    forced = await asyncio.to_thread(
+        run, "nlu", "activate", "v-bad", "--override-reason", reason, "--by", "admin:wang", env=env
+    )
     assert forced.returncode == 0, forced.stderr
     async with store.sessions() as session:
         row = await get_model(session, "v-bad")
@@ -128,4 +178,7 @@ async def test_activate_needs_reason_when_gate_failed_and_rollback(
         assert (await get_model(session, "v-first")).status == ModelStatus.ACTIVE  # type: ignore[union-attr]
         assert (await get_model(session, "v-bad")).status == ModelStatus.RETIRED  # type: ignore[union-attr]
     listed = await asyncio.to_thread(run, "nlu", "models", "--format", "json", env=env)
-    assert {m["version"]: m["status"] for m in json.loads(listed.stdout)} == {"v-first": "active", "v-bad": "retired"}
+    assert {m["version"]: m["status"] for m in json.loads(listed.stdout)} == {
+        "v-first": "active",
+        "v-bad": "retired",
+    }
