@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-from actions import casework, intake
+from actions import casework, intake, learning
 from bot.dialogue.engine import Context, detect_language, handle
 from bot.dialogue.model import (
     Action,
@@ -192,6 +192,9 @@ class IntakeService:
                     saved = await save_conversation(session, *key, relayed[1], version)
                     return self._done(key, relayed[1], saved, relayed[0]), notices
                 outcome = handle(state, event, self.ctx)
+                # Learning loop (issue 13), minimal wiring for the benchmark; the lead
+                # wires the other decision points.
+                await self._capture_first_message(session, sender, state, outcome.state, event)
             state = outcome.state
             replies = list(outcome.replies)
             pending: list[Action] = list(outcome.actions)
@@ -211,6 +214,35 @@ class IntakeService:
                 pending.extend(follow.actions)
             saved = await save_conversation(session, *key, state, version)
         return self._done(key, state, saved, replies), notices
+
+    async def _capture_first_message(
+        self,
+        session: AsyncSession,
+        sender: Sender,
+        before: dict[str, Any],
+        after: dict[str, Any],
+        event: Event,
+    ) -> None:
+        """Keep the first description for the review inbox (masked); never fails the
+        resident's message (a savepoint keeps a capture error out of the turn)."""
+        if not isinstance(event, TextEvent) or not event.parse:
+            return
+        if before.get("step") not in (None, "new", "describe"):
+            return
+        if after.get("step") not in ("confirm_category", "choose_category"):
+            return
+        try:
+            async with session.begin_nested():
+                await learning.capture_first_message(
+                    session,
+                    text=event.text,
+                    parse=event.parse,
+                    channel=sender.channel,
+                    chat_id=sender.chat_id,
+                    model_version=getattr(self.nlu, "version", None),
+                )
+        except SQLAlchemyError as error:
+            log.warning("capture for review failed: %s", type(error).__name__)
 
     def _done(
         self, key: tuple[str, str], state: dict[str, Any], version: int, replies: list[Reply]
