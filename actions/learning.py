@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nlu.training_data import TrainingDataError, read_training_data
 from storage.models import Case, utcnow
 from storage.redact import redact, redact_text
 from storage.review import (
@@ -45,6 +46,7 @@ from storage.review import (
     text_hash,
 )
 
+DEFAULT_DATA = Path(__file__).resolve().parent.parent / "nlu" / "data"
 FALLBACK = "nlu_fallback"
 EMERGENCY = "emergency"
 OTHER_KIND = "dispute_other"
@@ -442,6 +444,15 @@ async def bulk_label(
         _set_label(row, intent, by, LabelSource.ADMIN)
     await session.flush()
     return len(rows)
+
+
+def known_intents(data_dir: Path = DEFAULT_DATA) -> set[str] | None:
+    """Intents an item may be labelled with: those of the training data (None when the
+    data cannot be read, and then any label is accepted)."""
+    try:
+        return set(read_training_data([data_dir]).intents)
+    except TrainingDataError:
+        return None
 
 
 # --- import and export -------------------------------------------------------------------

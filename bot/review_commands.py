@@ -53,16 +53,6 @@ def _fail(key: str, code: int = 1, **values: object) -> typer.Exit:
     return typer.Exit(code)
 
 
-def known_intents(data_dir: Path = Path("nlu/data")) -> set[str] | None:
-    """Intents an item may be labelled with: those of the training data."""
-    from nlu.training_data import TrainingDataError, read_training_data
-
-    try:
-        return set(read_training_data([data_dir]).intents)
-    except TrainingDataError:
-        return None
-
-
 def in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run ``work`` in one transaction of the configured store; readable errors."""
     try:
@@ -124,7 +114,7 @@ def label_command(
     by: ByOption = None,
 ) -> None:
     """Label one item with an intent (see `tiaojie review list`)."""
-    allowed = known_intents()
+    allowed = learning.known_intents()
     item = in_session(
         lambda session: learning.label(session, capture_id, intent, by=_by(by), allowed=allowed)
     )
@@ -160,7 +150,7 @@ def bulk_label_command(
     by: ByOption = None,
 ) -> None:
     """Label every open item whose text contains SEARCH."""
-    allowed = known_intents()
+    allowed = learning.known_intents()
     count = in_session(
         lambda session: learning.bulk_label(
             session, InboxFilter(search=search), intent, by=_by(by), allowed=allowed
@@ -179,7 +169,7 @@ def import_command(
         source = file.read_text("utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise _fail("review.cannot_read", 2, path=file, error=error) from None
-    allowed = known_intents()
+    allowed = learning.known_intents()
     report = in_session(
         lambda session: learning.import_labelled(session, source, by=_by(by), allowed=allowed)
     )
