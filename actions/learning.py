@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nlu.training_data import TrainingDataError, read_training_data
 from storage.models import Case, utcnow
+from storage.phone import mask_phone
 from storage.redact import redact, redact_text
 from storage.review import (
     CaptureStatus,
@@ -146,8 +147,8 @@ def masked_parse(parse: Mapping[str, Any]) -> dict[str, Any]:
         }
         if isinstance(kept.get("value"), str):
             kept["value"] = redact_text(kept["value"])
-        if kept.get("entity") == "phone":
-            kept["value"] = redact_text(str(kept.get("value", ""))) or "***"
+        if kept.get("entity") == "phone":  # whatever its shape, a phone is never kept
+            kept["value"] = mask_phone(str(kept.get("value", "")))
         entities.append(kept)
     risk = parse.get("risk") or {}
     intent = parse.get("intent") or {}

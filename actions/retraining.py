@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -91,8 +92,11 @@ async def start_training(
     await register(session, version, trained_by=by, status=ModelStatus.TRAINING)
     await session.flush()
     env = {**os.environ, "TIAOJIE_DATABASE_URL": database_url, "TIAOJIE_MODEL_DIR": str(models_dir)}
+    # Lower priority than the bot's own processes, so parsing never waits for training.
+    nice = [found, "-n", "10"] if (found := shutil.which("nice")) else []
     process = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once; the job is detached
         [
+            *nice,
             sys.executable,
             "-m",
             "bot",
@@ -112,6 +116,8 @@ async def start_training(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    # Reap the child when it ends (no zombie), without anyone awaiting it.
+    threading.Thread(target=process.wait, name=f"reap-{version}", daemon=True).start()
     return TrainingJob(version, process)
 
 
@@ -190,6 +196,8 @@ async def run_training_job(
     sessions = session_factory(engine)
     stage = {"name": "data"}
     try:
+        if version:
+            await _wait_for_row(sessions, version)
         async with sessions.begin() as session:
             row = await get_model(session, version) if version else None
             if row is None:
@@ -253,6 +261,17 @@ async def run_training_job(
             return describe(done)
     finally:
         await engine.dispose()
+
+
+async def _wait_for_row(sessions: Any, version: str, within: float = 30.0) -> None:
+    """The parent commits the ``training`` row right after starting this process; wait
+    for it rather than racing it with a row of our own."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        async with sessions() as session:
+            if await get_model(session, version) is not None:
+                return
+        await asyncio.sleep(0.2)
 
 
 def _load_or_none(path: str | None, config: Path) -> BuiltinEngine | None:
