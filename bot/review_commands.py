@@ -74,7 +74,7 @@ def in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     except DatabaseUnavailable as error:
         raise _fail("cli.db_unreachable", error=error) from None
     except learning.LearningError as error:
-        raise _fail(error.key, **error.values) from None
+        raise _fail(error.key, 1, **error.values) from None
 
 
 @review_app.command("list")

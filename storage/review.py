@@ -137,7 +137,7 @@ class InboxFilter:
     holdout: bool | None = None
 
 
-def _filtered(query: Select[tuple[NluCapture]], filters: InboxFilter) -> Select[tuple[NluCapture]]:
+def _filtered(query: Select[Any], filters: InboxFilter) -> Select[Any]:
     if filters.status is not None:
         query = query.where(NluCapture.status == filters.status)
     if filters.search:
