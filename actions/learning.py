@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nlu.training_data import TrainingDataError, read_training_data
+from storage.cases import get_case
 from storage.models import Case, utcnow
 from storage.phone import mask_phone
 from storage.redact import redact, redact_text
@@ -277,6 +278,15 @@ async def attach_case(session: AsyncSession, *, channel: str, chat_id: str, case
         row.case_id = case_id
     await session.flush()
     return len(rows)
+
+
+async def attach_case_by_reference(
+    session: AsyncSession, *, channel: str, chat_id: str, reference: str
+) -> int:
+    """:func:`attach_case` for callers that know the case's reference (the runner's
+    ``FileCase`` result)."""
+    case = await get_case(session, reference)
+    return await attach_case(session, channel=channel, chat_id=chat_id, case_id=case.id)
 
 
 async def record_recategorisation(

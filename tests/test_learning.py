@@ -145,10 +145,10 @@ async def test_recategorisation_is_a_label_and_follows_the_case(store: Store) ->
             model_version="v",
         )
         case = await _case(session, "c0003")
-        assert (
-            await learning.attach_case(session, channel="rest", chat_id="c0003", case_id=case.id)
-            == 1
+        linked = await learning.attach_case_by_reference(
+            session, channel="rest", chat_id="c0003", reference=case.reference
         )
+        assert linked == 1
         row = await learning.record_recategorisation(
             session, case, "dispute_labor", "dispute_gig_work", "mediator:7"
         )
