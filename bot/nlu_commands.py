@@ -74,6 +74,17 @@ def train_command(
     ] = None,
     config: ConfigOption = Path("config.yml"),
     models: ModelsOption = Path("models"),
+    include_reviewed: Annotated[
+        bool,
+        typer.Option(
+            "--include-reviewed",
+            help="Also train on labelled real messages; register a candidate behind the gate",
+        ),
+    ] = False,
+    job: Annotated[
+        str | None, typer.Option("--job", help="Registry version to fill (background training)")
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who trains (default cli:<login>)")] = None,
 ) -> None:
     """Train on Rasa NLU YAML (default nlu/data) and write a versioned model."""
     from nlu.config import ConfigError
@@ -81,6 +92,9 @@ def train_command(
     from nlu.training_data import TrainingDataError
 
     lang = _lang()
+    if include_reviewed:
+        _train_reviewed(data, config, models, job, by)
+        return
     with _progress() as progress:
         task = progress.add_task(t("nlu.training", lang), total=len(TRAIN_STAGES))
 
@@ -106,6 +120,161 @@ def train_command(
         ),
         markup=False,
     )
+
+
+def _train_reviewed(
+    data: list[Path] | None, config: Path, models: Path, job: str | None, by: str | None
+) -> None:
+    """Our data plus the labelled training slice → a registered candidate, gated."""
+    import asyncio
+    import getpass
+
+    from actions.retraining import run_training_job
+    from bot.settings import SettingsError, load_settings
+    from nlu.config import ConfigError
+    from nlu.model_store import ModelError
+    from nlu.training_data import TrainingDataError
+
+    lang = _lang()
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        raise _fail("cli.config_error", error=error) from None
+    with _progress() as progress:
+        task = progress.add_task(t("nlu.training", lang), total=len(TRAIN_STAGES) + 1)
+
+        def step(stage: str) -> None:
+            progress.update(task, advance=1, description=t("nlu.training", lang) + f" ({stage})")
+
+        try:
+            result = asyncio.run(
+                run_training_job(
+                    settings.database_url,
+                    job,
+                    by=by or f"cli:{getpass.getuser()}",
+                    models_dir=models,
+                    data_paths=data or [Path("nlu/data")],
+                    config=config,
+                    progress=step,
+                )
+            )
+        except TrainingDataError as error:
+            raise _fail("nlu.data_error", error=error) from None
+        except (ConfigError, ModelError, ValueError) as error:
+            raise _fail("nlu.config_error", error=error) from None
+    out.print(
+        t(
+            "review.candidate",
+            lang,
+            version=result["version"],
+            reviewed=result["metrics"].get("reviewed_examples", 0),
+            seconds=result["metrics"].get("train_seconds_total", 0),
+        ),
+        markup=False,
+    )
+    if result["gate_passed"]:
+        out.print(t("review.gate_passed", lang), markup=False)
+    else:
+        out.print(
+            t("review.gate_refused", lang, reasons="; ".join(result["gate_reasons"])),
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def _registry(work):  # noqa: ANN001, ANN202 - a coroutine function over a session
+    """Run ``work(session)`` in one transaction of the configured store."""
+    import asyncio
+
+    from actions.learning import LearningError
+    from bot.runtime import Store
+    from bot.settings import SettingsError, load_settings
+    from storage.db import DatabaseUnavailable, check_database
+
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        raise _fail("cli.config_error", error=error) from None
+
+    async def runner():  # noqa: ANN202
+        store = Store.open(settings)
+        try:
+            await check_database(store.engine)
+            async with store.sessions.begin() as session:
+                return await work(session)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(runner())
+    except DatabaseUnavailable as error:
+        raise _fail("cli.db_unreachable", 1, error=error) from None
+    except LearningError as error:
+        raise _fail(error.key, 1, **error.values) from None
+
+
+@nlu_app.command("activate")
+def activate_command(
+    version: Annotated[str, typer.Argument(metavar="VERSION")],
+    override_reason: Annotated[
+        str | None,
+        typer.Option("--override-reason", help="Required when the evaluation gate failed"),
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who activates")] = None,
+) -> None:
+    """Make a candidate the model every running process uses (within seconds)."""
+    import getpass
+
+    from actions.retraining import activate
+
+    who = by or f"cli:{getpass.getuser()}"
+    _registry(lambda session: activate(session, version, by=who, override_reason=override_reason))
+    out.print(t("review.activated", _lang(), version=version), markup=False)
+
+
+@nlu_app.command("rollback")
+def rollback_command(
+    by: Annotated[str | None, typer.Option("--by", help="Who rolls back")] = None,
+) -> None:
+    """Go back to the model that was active before the current one."""
+    import getpass
+
+    from actions.retraining import rollback
+
+    who = by or f"cli:{getpass.getuser()}"
+    row = _registry(lambda session: rollback(session, by=who))
+    out.print(t("review.rolled_back", _lang(), version=row.version), markup=False)
+
+
+@nlu_app.command("models")
+def models_command(
+    output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """The model registry: versions, status, gate, who trained and activated them."""
+    from actions.retraining import describe
+    from storage.nlu_registry import list_models
+
+    async def work(session):  # noqa: ANN001, ANN202
+        return [describe(row) for row in await list_models(session)]
+
+    rows = _registry(work)
+    if output == "json":
+        out.print_json(json.dumps(rows, ensure_ascii=False))
+        return
+    lang = _lang()
+    table = Table(title=t("review.models_title", lang))
+    for key in ("version", "status", "gate", "trained_by", "activated_by"):
+        table.add_column(t(f"review.model_columns.{key}", lang))
+    for row in rows:
+        gate = {True: "✓", False: "✗"}.get(row["gate_passed"], "-")
+        table.add_row(
+            row["version"],
+            row["status"],
+            gate,
+            row["trained_by"] or "-",
+            row["activated_by"] or "-",
+        )
+    out.print(table)
 
 
 def _summary_table(summary: dict[str, object], lang: str) -> Table:

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     wechat_template_id_status: str | None = Field(default=None, alias="WECHAT_TEMPLATE_ID_STATUS")
     #: Where people reach this installation (links to the web workspace on cards).
     public_url: str | None = Field(default=None, alias="TIAOJIE_PUBLIC_URL")
+    # Learning loop (issue 13): how often each process checks the model registry, and
+    # when a parse counts as doubtful enough to rank high in the review inbox.
+    model_poll_seconds: float = Field(default=2.0, gt=0, le=5, alias="TIAOJIE_MODEL_POLL_SECONDS")
+    review_low_confidence: float = Field(
+        default=0.5, ge=0, le=1, alias="TIAOJIE_REVIEW_LOW_CONFIDENCE"
+    )
+    review_small_margin: float = Field(default=0.1, ge=0, le=1, alias="TIAOJIE_REVIEW_SMALL_MARGIN")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="TIAOJIE_LOG_LEVEL"
     )

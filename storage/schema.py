@@ -7,7 +7,7 @@ such module is imported here, once, so its tables join ``Base.metadata``.
 
 from __future__ import annotations
 
-from storage import models, outbox, wechat
+from storage import models, nlu_registry, outbox, review, wechat
 from storage.models import Base
 
-__all__ = ["Base", "models", "outbox", "wechat"]
+__all__ = ["Base", "models", "nlu_registry", "outbox", "review", "wechat"]
