@@ -317,7 +317,9 @@ def test_an_urgent_case_is_never_promised_a_working_day() -> None:
 def test_low_confidence_kind_is_never_confirmed() -> None:
     chat = Chat()
     chat.say("我要找人工", "request_human", 0.95)
-    chat.say("反正就是很烦", "nlu_fallback", 0.1)
+    out = chat.say("反正就是很烦", "nlu_fallback", 0.1)
+    [filed] = out.actions
+    assert isinstance(filed, FileCase) and filed.draft["category"] == "dispute_other"
     out = chat.send(CaseFiled("BA-20261130-0007", "human"))
     assert chat.step == Step.CHOOSE_CATEGORY
     assert not any("对吗" in r.text for r in out.replies)
