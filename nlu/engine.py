@@ -10,6 +10,7 @@ raises for odd input: empty, huge, binary or emoji-only text gets a well-formed 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +34,42 @@ RANKING_LENGTH = 10
 EMERGENCY = "emergency"
 DEFAULT_DATA = Path("nlu/data")
 DEFAULT_CONFIG = Path("config.yml")
+
+#: Intents about the conversation itself rather than about a resident's matter.
+CONVERSATION_INTENTS = frozenset(
+    {
+        "greet",
+        "goodbye",
+        "thank",
+        "help",
+        "inform",
+        "check_status",
+        "affirm",
+        "deny",
+        "cancel",
+        "request_human",
+        "change_language",
+    }
+)
+
+#: Greetings and politeness that residents put before what they came to say (on the
+#: normalised text: lower case, Simplified, full-width punctuation folded).
+POLITENESS_PREFIX = re.compile(
+    r"^(?:(?:(?:律师|老师|医生|同志|工作人员|小姐姐|客服)?(?:你|您|妳)(?:们)?好(?:呀|啊|啦|哇)?"
+    r"|(?:请问|请教|麻烦|打扰)(?:一下|下)?|打扰了|(?:我)?(?:想)?(?:问(?:一下|下|个问题)|(?:咨询|请教)(?:一下|下|个问题)?)"
+    r"|有人在(?:吗|嘛|么)|有人(?:吗|嘛|么)|在不在|在(?:吗|嘛|么)|哈喽|嗨|喂"
+    r"|(?:早上|上午|中午|下午|晚上)好|早安|大家好|各位|(?:律师|老师)(?=[\s,.!?，。！？])"
+    r"|(?:hello|hi|hey|hallo|dear)(?: there| all| sir| madam)?\b"
+    r"|good (?:morning|afternoon|evening)\b"
+    r")[\s,.!?~、:;，。！？：；…-]*)+"
+)
+#: A message shorter than this after its greeting is a greeting ("你好呀", "在吗在吗").
+MIN_CONTENT_CHARS = 2
+
+
+def strip_politeness(text: str) -> str:
+    """``text`` without the greetings and politeness it opens with."""
+    return POLITENESS_PREFIX.sub("", text, count=1).strip()
 
 
 class BuiltinEngine:
@@ -67,6 +104,33 @@ class BuiltinEngine:
         labels = self.intent_model.labels
         return [IntentScore(name=labels[i], confidence=float(probabilities[i])) for i in order]
 
+    def content_first(self, text: str, scores: list[IntentScore]) -> list[IntentScore]:
+        """Greetings never swallow a dispute: re-decide a conversation intent on the text
+        after its opening greetings and politeness.
+
+        Why a rule and not only data: a linear model adds up evidence, so a greeting's
+        strong words ("你好", "在吗", "请问") can outweigh the few content words of a short
+        question ("你好，房东不退押金"), and the residents' own texts open with a greeting
+        far more often than our training data can show in every combination. Stripping
+        the greeting and classifying what is left costs a second classification only for
+        messages that open with one and were classified as a conversation intent; a bare
+        greeting leaves nothing (or one particle) and stays ``greet``. Measured on
+        5-fold cross-validation and both our held-out files (docs/benchmarks.md) it never
+        cost a conversation example, and it fixed greeting + dispute messages that data
+        alone left to ``greet`` or ``help``.
+        """
+        if not scores or scores[0]["name"] not in CONVERSATION_INTENTS:
+            return scores
+        rest = strip_politeness(text)
+        if rest == text or len(rest) < MIN_CONTENT_CHARS:
+            return scores
+        again = self.intent_scores(rest)
+        if not again:
+            return scores
+        if scores[0]["name"] == "greet" or again[0]["name"] not in CONVERSATION_INTENTS:
+            return again
+        return scores
+
     def decide(self, ranking: list[IntentScore]) -> tuple[IntentScore, list[IntentScore]]:
         """Rasa's FallbackClassifier: below ``threshold`` or too close to the runner-up
         (``ambiguity_threshold``), the intent is ``nlu_fallback`` with confidence =
@@ -89,7 +153,7 @@ class BuiltinEngine:
             text = str(text, "utf-8", "replace") if isinstance(text, bytes) else str(text)
         normalised = normalise(text, SCAN_MAX_CHARS)
         risk = self.risk_rules.check_normalised(normalised.text)
-        scores = self.intent_scores(normalised.text)
+        scores = self.content_first(normalised.text, self.intent_scores(normalised.text))
         intent, ranking = self.decide(scores)
         risk = self._classifier_doubt(risk, scores)
         try:
