@@ -56,15 +56,34 @@ CONVERSATION_INTENTS = frozenset(
 #: normalised text: lower case, Simplified, full-width punctuation folded).
 POLITENESS_PREFIX = re.compile(
     r"^(?:(?:(?:律师|老师|医生|同志|工作人员|小姐姐|客服)?(?:你|您|妳)(?:们)?好(?:呀|啊|啦|哇)?"
+    r"(?:[\s,，]*(?:机器人|调解员|小助手|助手|客服))?"
     r"|(?:请问|请教|麻烦|打扰)(?:一下|下)?|打扰了|(?:我)?(?:想)?(?:问(?:一下|下|个问题)|(?:咨询|请教)(?:一下|下|个问题)?)"
-    r"|有人在(?:吗|嘛|么)|有人(?:吗|嘛|么)|在不在|在(?:吗|嘛|么)|哈喽|嗨|喂"
+    r"|有人在(?:吗|嘛|么)|有人(?:吗|嘛|么)|在不在|在(?:吗|嘛|么)|哈喽|嗨|喂|有冇人(?:啊|呀)?|喺唔喺度"
+    r"|:[a-z0-9_&'-]+:"
     r"|(?:早上|上午|中午|下午|晚上)好|早安|大家好|各位|(?:律师|老师)(?=[\s,.!?，。！？])"
     r"|(?:hello|hi|hey|hallo|dear)(?: there| all| sir| madam)?\b"
     r"|good (?:morning|afternoon|evening)\b"
     r")[\s,.!?~、:;，。！？：；…-]*)+"
 )
-#: A message shorter than this after its greeting is a greeting ("你好呀", "在吗在吗").
-MIN_CONTENT_CHARS = 2
+#: What is left after the greeting must be this long to count as content: CJK characters
+#: plus two per Latin word ("hi friend", "你好小助手" stay greetings).
+MIN_CONTENT_WEIGHT = 3
+#: ...and the second classification must put a content intent this far ahead.
+CONTENT_INTENTS_PREFIX = ("dispute_",)
+CONTENT_INTENTS = frozenset({"referral", "emergency"})
+MIN_CONTENT_CONFIDENCE = 0.5
+_CJK = re.compile(r"[\u3400-\u9fff]")
+_LATIN_WORD = re.compile(r"[a-z]{2,}")
+
+
+def content_weight(text: str) -> int:
+    """CJK characters plus two per Latin word: how much a text says."""
+    return len(_CJK.findall(text)) + 2 * len(_LATIN_WORD.findall(text))
+
+
+def is_content_intent(name: str) -> bool:
+    """A resident's matter: a dispute kind, a referral or an emergency."""
+    return name in CONTENT_INTENTS or name.startswith(CONTENT_INTENTS_PREFIX)
 
 
 def strip_politeness(text: str) -> str:
@@ -122,12 +141,13 @@ class BuiltinEngine:
         if not scores or scores[0]["name"] not in CONVERSATION_INTENTS:
             return scores
         rest = strip_politeness(text)
-        if rest == text or len(rest) < MIN_CONTENT_CHARS:
+        if rest == text or content_weight(rest) < MIN_CONTENT_WEIGHT:
             return scores
         again = self.intent_scores(rest)
-        if not again:
+        if not again or again[0]["confidence"] < max(MIN_CONTENT_CONFIDENCE, self.config.threshold):
             return scores
-        if scores[0]["name"] == "greet" or again[0]["name"] not in CONVERSATION_INTENTS:
+        first, second = scores[0]["name"], again[0]["name"]
+        if second != "greet" and (first == "greet" or is_content_intent(second)):
             return again
         return scores
 
