@@ -8,10 +8,15 @@ for this test and not present in the training data.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from pathlib import Path
+
 import pytest
 
 from nlu.engine import CONVERSATION_INTENTS, strip_politeness
 from nlu.normalise import normalise_text
+from nlu.training_data import read_training_data
 
 GREETING_AND_MATTER = [
     ("你好，我老板欠我三个月工资", "dispute_labor"),
@@ -103,3 +108,41 @@ def test_strip_politeness_keeps_content_words():
 def test_conversation_intents_exist_in_the_model(nlu):
     assert set(nlu.intent_model.labels) >= CONVERSATION_INTENTS
     assert "referral" in nlu.intent_model.labels
+
+
+#: A question as residents post it: a greeting, a question word or mark, or asking
+#: whether something is lawful / what it is worth.
+QUESTION = re.compile(
+    r"你好|您好|在吗|在嗎|请问|請問|律师|[?？]|吗|嗎|怎么|點樣|点样|如何|能不能|可不可以|能否|多少"
+    r"|该不该|是否|合理|合法|算不算|有没有|有冇|咋|哪里|找谁|谁来|谁负责"
+    r"|\b(?:how|what|can i|should|who|where)\b",
+    re.IGNORECASE,
+)
+DATA = Path(__file__).resolve().parent.parent / "nlu" / "data"
+
+
+def test_every_dispute_kind_is_at_least_40_percent_residents_register():
+    """Issue 11: ≥ 40 % of each dispute kind's examples in the residents' register:
+    everything in nlu/data/register_*.yml (written in that register: questions, cut-off
+    sentences, loose words, typos, greetings) plus questions in the other files."""
+    total: Counter[str] = Counter()
+    register: Counter[str] = Counter()
+    for path in sorted(DATA.glob("*.yml")):
+        for example in read_training_data([path]).examples:
+            if not example.intent.startswith("dispute_"):
+                continue
+            total[example.intent] += 1
+            if path.name.startswith("register_") or QUESTION.search(example.text):
+                register[example.intent] += 1
+    assert len(total) == 16
+    shares = {kind: register[kind] / total[kind] for kind in total}
+    assert min(shares.values()) >= 0.40, shares
+
+
+def test_referral_and_out_of_scope_are_broad():
+    examples = read_training_data([DATA]).examples
+    counts = Counter(example.intent for example in examples)
+    assert counts["referral"] >= 200
+    assert counts["out_of_scope"] >= 150
+    english = [e for e in examples if e.intent == "referral" and e.text.isascii()]
+    assert 0.10 <= len(english) / counts["referral"] <= 0.25
