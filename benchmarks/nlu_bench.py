@@ -23,9 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from nlu.config import load_config
 from nlu.engine import load_engine, train
-from nlu.evaluation import cross_validate, held_out_summary, predict
 from nlu.training_data import read_training_data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +78,10 @@ def main() -> None:
         size = folder_size(folder)
         quality: list[tuple[str, dict[str, object]]] = []
         if args.quality:
+            # Imported only here: scikit-learn and matplotlib would otherwise count in
+            # the parsing process's peak RSS above.
+            from nlu.evaluation import held_out_summary, predict
+
             for path in HELD_OUT:
                 if path.is_file():
                     examples = read_training_data([path]).examples
@@ -103,6 +105,9 @@ def main() -> None:
     for name, value, target in rows:
         print(f"{name:<12} {value:>12}  {target}")
     if args.cv:
+        from nlu.config import load_config
+        from nlu.evaluation import cross_validate, held_out_summary
+
         data = read_training_data([ROOT / "nlu/data"])
         folds = cross_validate(data, load_config(ROOT / "config.yml"), 5)
         quality.append(("5-fold CV", held_out_summary(folds)))
