@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -277,8 +278,16 @@ def models_command(
     out.print(table)
 
 
-def _summary_table(summary: dict[str, object], lang: str) -> Table:
-    table = Table(title=t("nlu.summary_title", lang))
+#: The held-out files ``nlu test`` evaluates when no --data is given: our own, and the
+#: question-register file written apart from the training data (issue 11), if present.
+HELD_OUT_FILES = (
+    Path("tests/data/nlu_test.yml"),
+    Path("tests/data/nlu_test_questions.yml"),
+)
+
+
+def _summary_table(summary: dict[str, object], lang: str, title: str | None = None) -> Table:
+    table = Table(title=title or t("nlu.summary_title", lang))
     table.add_column(t("nlu.metric", lang))
     table.add_column(t("nlu.value", lang), justify="right")
     for key, value in summary.items():
@@ -292,7 +301,14 @@ def test_command(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the reports")] = Path(
         "results/nlu"
     ),
-    data: Annotated[Path | None, typer.Option("--data", help="Held-out test file")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Held-out test file (default: tests/data/nlu_test.yml and, if present, "
+            "tests/data/nlu_test_questions.yml, each into its own sub-folder of --out)",
+        ),
+    ] = None,
     cross_validation: Annotated[
         bool, typer.Option("--cross-validation", help="Cross-validate on the training data")
     ] = False,
@@ -309,6 +325,8 @@ def test_command(
     from nlu.training_data import TrainingDataError, read_training_data
 
     lang = _lang()
+    # (title, report folder, predictions) for each evaluation that ran.
+    runs: list[tuple[str | None, Path, Predictions]] = []
     try:
         if cross_validation:
             engine_config = load_config(config)
@@ -318,19 +336,29 @@ def test_command(
                 predictions: Predictions = cross_validate(
                     training, engine_config, folds, advance=lambda: progress.advance(task)
                 )
+            runs.append((None, out_dir, predictions))
         else:
             engine = _load(models, config)
-            examples = read_training_data([data or Path("tests/data/nlu_test.yml")]).examples
-            with _progress() as progress:
-                task = progress.add_task(t("nlu.evaluating", lang), total=len(examples))
-                predictions = predict(engine, examples, advance=lambda: progress.advance(task))
+            if data is not None:
+                files = [(data, out_dir)]
+            else:
+                present = [f for f in HELD_OUT_FILES if f == HELD_OUT_FILES[0] or f.is_file()]
+                files = [(f, out_dir / f.stem) for f in present]
+            for file, folder in files:
+                examples = read_training_data([file]).examples
+                with _progress() as progress:
+                    task = progress.add_task(t("nlu.evaluating", lang), total=len(examples))
+                    predictions = predict(engine, examples, advance=partial(progress.advance, task))
+                title = t("nlu.summary_for", lang, name=file.name) if data is None else None
+                runs.append((title, folder, predictions))
     except TrainingDataError as error:
         raise _fail("nlu.data_error", error=error) from None
     except ConfigError as error:
         raise _fail("nlu.config_error", error=error) from None
-    summary = write_reports(predictions, out_dir)
-    out.print(_summary_table(summary, lang))
-    out.print(t("nlu.reports_written", lang, path=out_dir), markup=False)
+    for title, folder, predictions in runs:
+        summary = write_reports(predictions, folder)
+        out.print(_summary_table(summary, lang, title))
+        out.print(t("nlu.reports_written", lang, path=folder), markup=False)
 
 
 @nlu_app.command("parse")
