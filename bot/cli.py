@@ -22,6 +22,7 @@ from bot.i18n import t
 from bot.nlu_commands import nlu_app
 from bot.runtime import Store
 from bot.settings import Settings, SettingsError, load_settings
+from bot.user_commands import user_app
 from storage import cases as case_repo
 from storage import people
 from storage.db import DatabaseUnavailable, check_database
@@ -47,6 +48,7 @@ app.add_typer(centres_app, name="centres", hidden=True)
 app.add_typer(mediator_app, name="mediator")
 app.add_typer(case_app, name="case")
 app.add_typer(nlu_app, name="nlu")
+app.add_typer(user_app, name="user")
 
 out = Console()
 err = Console(stderr=True)

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
         default=Path("storage/data/baoan_centres.yml"), alias="TIAOJIE_CENTRES_FILE"
     )
     sweep_seconds: int = Field(default=60, ge=0, le=3600, alias="TIAOJIE_SWEEP_SECONDS")
+    https: bool = Field(default=False, alias="TIAOJIE_HTTPS")
+    public_url: str | None = Field(default=None, alias="TIAOJIE_PUBLIC_URL")
+    session_hours: int = Field(default=12, ge=1, le=24 * 14, alias="TIAOJIE_SESSION_HOURS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="TIAOJIE_LOG_LEVEL"
     )
@@ -73,7 +76,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
         return value
 
-    @field_validator("telegram_base_url", "rasa_url", "telegram_webhook_url")
+    @field_validator("telegram_base_url", "rasa_url", "telegram_webhook_url", "public_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from actions.ports import ResidentPorts
 from bot.channels.rest import add_rest_channel
 from bot.dialogue.engine import Context
 from bot.dialogue.forms import default_forms
@@ -18,6 +19,7 @@ from bot.dialogue.geography import load_geography
 from bot.intake_service import IntakeService
 from bot.runtime import Store
 from bot.settings import Settings
+from bot.workspace import create_workspace
 from nlu.interface import NLUBackend
 from storage.db import DatabaseUnavailable, check_database, safe_url
 
@@ -64,6 +66,7 @@ def create_app(
     *,
     threshold: float = 0.3,
     store: Store | None = None,
+    ports: ResidentPorts | None = None,
 ) -> web.Application:
     """Application factory; pass a ``store`` to share one (tests), else one is opened."""
     app = web.Application(client_max_size=1024 * 1024)
@@ -88,6 +91,7 @@ def create_app(
         timezone=settings.timezone,
     )
     add_rest_channel(app, service)
+    app.add_subapp("/desk/", create_workspace(settings, app[STORE], ports))
     if settings.telegram_bot_token is not None:
         from bot.channels.telegram import add_telegram
 

@@ -7,7 +7,7 @@ such module is imported here, once, so its tables join ``Base.metadata``.
 
 from __future__ import annotations
 
-from storage import models
+from storage import accounts, models, summons
 from storage.models import Base
 
-__all__ = ["Base", "models"]
+__all__ = ["Base", "accounts", "models", "summons"]

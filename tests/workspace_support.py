@@ -1,0 +1,101 @@
+"""Helpers shared by the workspace's handler and browser tests (not a test module)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from actions import intake
+from bot.dialogue.model import Reply
+from bot.runtime import Store
+from bot.settings import Settings
+from bot.workspace.passwords import hash_password
+from storage import accounts
+from storage.models import MediatorRole
+from storage.people import get_or_create_resident
+
+PASSWORD = "correct horse battery"
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+class RecordingPort:
+    """A resident port that keeps what it was asked to send (implements ResidentPort)."""
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.sent: list[tuple[str, list[Reply], str]] = []
+
+    async def send(self, chat_id: str, replies: Sequence[Reply], *, language: str) -> None:
+        self.sent.append((chat_id, list(replies), language))
+
+
+def workspace_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    return Settings(
+        secret_key="test-secret",  # type: ignore[arg-type]
+        data_dir=tmp_path,
+        **overrides,
+    )
+
+
+async def add_user(
+    store: Store,
+    username: str,
+    centre: str,
+    role: MediatorRole = MediatorRole.MEDIATOR,
+    name: str | None = None,
+) -> accounts.WebUser:
+    async with store.sessions.begin() as session:
+        return await accounts.add_user(
+            session,
+            username=username,
+            display_name=name or f"调解员{username}",
+            centre_code=centre,
+            role=role,
+            password_hash=hash_password(PASSWORD),
+        )
+
+
+async def file_chat_case(
+    store: Store,
+    *,
+    words: str = "房东不退押金三千块,我的电话13812345678",
+    street: str = "xixiang",
+    community: str | None = None,
+    category: str = "dispute_tenancy",
+    chat_id: str = "resident-1",
+    channel: str = "rest",
+    risk: str = "normal",
+    phone: str | None = "13812345678",
+) -> str:
+    """A case filed the way the chat files one (same draft shape, same routing)."""
+    async with store.sessions.begin() as session:
+        resident = await get_or_create_resident(session, channel, chat_id)
+        filed = await intake.file_case(
+            session,
+            {
+                "category": category,
+                "words": [words],
+                "slots": {},
+                "street": street,
+                "community": community,
+                "phone": phone,
+                "consent": True,
+                "risk": risk,
+                "attachments": [],
+            },
+            resident=resident,
+            channel=channel,
+            chat_id=chat_id,
+            language="zh",
+            vault=store.vault,
+            reason="emergency" if risk == "urgent" else "filed",
+        )
+    return filed.reference
+
+
+def csrf_of(html: str) -> str:
+    found = CSRF.search(html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
