@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import select
 
-from actions.ports import ResidentPorts
 from bot.runtime import Store
-from bot.workspace import create_workspace
 from storage import accounts
-from storage.models import CaseEvent, MediatorRole
+from storage.models import MediatorRole
 from tests.workspace_support import (
-    PASSWORD,
     RecordingPort,
     add_user,
+    client_factory,
     csrf_of,
+    events_of,
     file_chat_case,
-    workspace_settings,
+    sign_in,
+    token_from,
 )
 
 
@@ -31,46 +29,9 @@ def port() -> RecordingPort:
 
 
 @pytest.fixture
-async def make_client(
-    store: Store, tmp_path: Path, port: RecordingPort
-) -> AsyncIterator[object]:
-    clients: list[TestClient] = []
-
-    async def make(**overrides: object) -> TestClient:
-        settings = workspace_settings(tmp_path, **overrides)
-        app = web.Application()
-        app.add_subapp("/desk/", create_workspace(settings, store, ResidentPorts([port])))
-        client = TestClient(TestServer(app))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
-
-
-async def sign_in(client: TestClient, username: str, password: str = PASSWORD) -> object:
-    page = await client.get("/desk/signin")
-    token = csrf_of(await page.text())
-    return await client.post(
-        "/desk/signin",
-        data={"username": username, "password": password, "csrf": token, "next": "/desk/"},
-        allow_redirects=False,
-    )
-
-
-async def token_from(client: TestClient, path: str) -> str:
-    return csrf_of(await (await client.get(path)).text())
-
-
-async def events_of(store: Store, reference: str, kind: str) -> list[CaseEvent]:
-    from storage.cases import get_case
-
-    async with store.sessions() as session:
-        case = await get_case(session, reference)
-        query = select(CaseEvent).where(CaseEvent.case_id == case.id, CaseEvent.kind == kind)
-        return list((await session.execute(query)).scalars())
+async def make_client(store: Store, tmp_path: Path, port: RecordingPort) -> AsyncIterator[Any]:
+    async for make in client_factory(store, tmp_path, port):
+        yield make
 
 
 # ------------------------------------------------------------------------------ sign-in

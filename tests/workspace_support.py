@@ -1,19 +1,26 @@
-"""Helpers shared by the workspace's handler and browser tests (not a test module)."""
+"""Helpers and fixtures shared by the workspace's tests (not a test module itself)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
+
 from actions import intake
+from actions.ports import ResidentPorts
 from bot.dialogue.model import Reply
 from bot.runtime import Store
 from bot.settings import Settings
+from bot.workspace import create_workspace
 from bot.workspace.passwords import hash_password
 from storage import accounts
-from storage.models import MediatorRole
+from storage.cases import get_case
+from storage.models import CaseEvent, MediatorRole
 from storage.people import get_or_create_resident
 
 PASSWORD = "correct horse battery"
@@ -99,3 +106,42 @@ def csrf_of(html: str) -> str:
     found = CSRF.search(html)
     assert found, "no CSRF token on the page"
     return found.group(1)
+
+
+async def client_factory(store: Store, tmp_path: Path, port: RecordingPort) -> AsyncIterator[Any]:
+    """Yields ``make(**settings)`` that starts a test client on a fresh workspace."""
+    clients: list[TestClient] = []
+
+    async def make(**overrides: object) -> TestClient:
+        settings = workspace_settings(tmp_path, **overrides)
+        app = web.Application()
+        app.add_subapp("/desk/", create_workspace(settings, store, ResidentPorts([port])))
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+async def sign_in(client: TestClient, username: str, password: str = PASSWORD) -> Any:
+    page = await client.get("/desk/signin")
+    token = csrf_of(await page.text())
+    return await client.post(
+        "/desk/signin",
+        data={"username": username, "password": password, "csrf": token, "next": "/desk/"},
+        allow_redirects=False,
+    )
+
+
+async def token_from(client: TestClient, path: str) -> str:
+    return csrf_of(await (await client.get(path)).text())
+
+
+async def events_of(store: Store, reference: str, kind: str) -> list[CaseEvent]:
+    async with store.sessions() as session:
+        case = await get_case(session, reference)
+        query = select(CaseEvent).where(CaseEvent.case_id == case.id, CaseEvent.kind == kind)
+        return list((await session.execute(query)).scalars())

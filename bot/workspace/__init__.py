@@ -20,7 +20,6 @@ from bot.dialogue.forms import default_forms
 from bot.runtime import Store
 from bot.settings import Settings
 from bot.workspace import admin, desk, reports, staff_intake
-from bot.workspace.security import auth_middleware, cookie_storage, headers_middleware
 from bot.workspace.common import (
     FETCH_FILE,
     FORMS,
@@ -31,6 +30,7 @@ from bot.workspace.common import (
     FileFetcher,
     refuse_sync,
 )
+from bot.workspace.security import auth_middleware, cookie_storage, headers_middleware
 from nlu.risk import load_risk_rules
 
 HERE = Path(__file__).resolve().parent

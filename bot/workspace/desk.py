@@ -6,8 +6,8 @@ import asyncio
 import logging
 import mimetypes
 import re
-from enum import StrEnum
 from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -24,8 +24,6 @@ from actions.casework import NotAllowed
 from actions.ports import DeliveryError
 from bot.dialogue.model import Button, Reply
 from bot.i18n import t
-from bot.workspace.passwords import acceptable, hash_password, verify_password
-from bot.workspace.security import end_session, start_session
 from bot.workspace.common import (
     ALL_ROLES,
     FETCH_FILE,
@@ -42,6 +40,8 @@ from bot.workspace.common import (
     safe_next,
     viewer,
 )
+from bot.workspace.passwords import acceptable, hash_password, verify_password
+from bot.workspace.security import end_session, start_session
 from storage import accounts
 from storage.cases import Actor
 from storage.errors import (
