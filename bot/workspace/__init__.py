@@ -8,6 +8,7 @@ for the live queue and timeline, and nothing fetched from the internet.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -21,6 +22,7 @@ from bot.runtime import Store
 from bot.settings import Settings
 from bot.workspace import admin, desk, reports, staff_intake
 from bot.workspace.common import (
+    CLOSING,
     FETCH_FILE,
     FORMS,
     PORTS,
@@ -60,6 +62,12 @@ def create_workspace(
         loader=jinja2.FileSystemLoader(str(HERE / "templates")),
         autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
     )
+    app[CLOSING] = asyncio.Event()
+
+    async def closing(app: web.Application) -> None:
+        app[CLOSING].set()
+
+    app.on_shutdown.append(closing)
     app.router.add_routes(desk.routes)
     app.router.add_routes(reports.routes)
     app.router.add_routes(admin.routes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import wraps
@@ -27,6 +28,8 @@ FORMS = web.AppKey("workspace_forms", Forms)
 FileFetcher = Callable[[str], Awaitable[bytes | None]]
 FETCH_FILE = web.AppKey("workspace_fetch_file", object)
 RISK_RULES = web.AppKey("workspace_risk_rules", object)
+#: Set when the server shuts down, so live streams end instead of holding it up.
+CLOSING = web.AppKey("workspace_closing", asyncio.Event)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STAFF = (MediatorRole.MEDIATOR, MediatorRole.SUPERVISOR, MediatorRole.ADMIN)

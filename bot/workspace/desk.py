@@ -26,6 +26,7 @@ from bot.dialogue.model import Button, Reply
 from bot.i18n import t
 from bot.workspace.common import (
     ALL_ROLES,
+    CLOSING,
     FETCH_FILE,
     FORMS,
     PORTS,
@@ -285,7 +286,11 @@ async def _stream(request: web.Request, reference: str | None) -> web.StreamResp
                 after, changes = await desk.changes_since(session, me.mediator, after, reference)
             for ref, kind, risk in changes:
                 await stream.send(f"{ref} {kind} {risk}", event="change", id=str(after))
-            await asyncio.sleep(POLL_SECONDS)
+            try:  # the server's shutdown ends every stream at once
+                await asyncio.wait_for(request.app[CLOSING].wait(), POLL_SECONDS)
+                break
+            except TimeoutError:
+                pass
     return stream
 
 

@@ -126,4 +126,9 @@ async def intake_submit(request: web.Request) -> web.Response:
     except ValueError:
         return await _page(request, kind, values, "intake.bad_phone", 400)
     await flash(request, "flash.filed", reference=reference)
+    try:  # the case may have gone to a station below the filer's own centre
+        async with request.app[STORE].sessions() as session:
+            await desk.visible_case(session, reference, viewer(request).mediator)
+    except NotAllowed:
+        raise web.HTTPSeeOther("/desk/intake") from None
     raise web.HTTPSeeOther(f"/desk/cases/{reference}")
