@@ -24,6 +24,8 @@ from storage.models import CaseEvent, MediatorRole
 from storage.people import get_or_create_resident
 
 PASSWORD = "correct horse battery"
+#: Hashed once per run: argon2 is slow on purpose.
+PASSWORD_HASH = hash_password(PASSWORD)
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -60,7 +62,7 @@ async def add_user(
             display_name=name or f"调解员{username}",
             centre_code=centre,
             role=role,
-            password_hash=hash_password(PASSWORD),
+            password_hash=PASSWORD_HASH,
         )
 
 

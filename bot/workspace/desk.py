@@ -86,14 +86,15 @@ async def signin(request: web.Request) -> web.Response:
                 request, "signin.html", {"next": target, "error": "signin.locked"}, 429
             )
         user = await accounts.find_user(session, username)
-        ok = (
-            verify_password(user.password_hash if user else None, password)
-            and user is not None
-            and user.active
-        )
+    # Hashing takes a quarter second: off the event loop, outside any transaction.
+    ok = await asyncio.to_thread(verify_password, user.password_hash if user else None, password)
+    ok = ok and user is not None and user.active
+    async with store.sessions.begin() as session:
         await accounts.record_attempt(session, username, ok, request.remote)
         if ok and user is not None:
-            user.last_sign_in = datetime.now(ZoneInfo("UTC"))
+            found = await accounts.get_user(session, user.id)
+            if found is not None:
+                found.last_sign_in = datetime.now(ZoneInfo("UTC"))
     if not ok or user is None:
         log.info("workspace sign-in refused for a user name")
         return await render(request, "signin.html", {"next": target, "error": "signin.wrong"}, 401)
@@ -128,11 +129,12 @@ async def link_use(request: web.Request) -> web.Response:
         return await render(
             request, "link.html", {"username": user.username, "error": "link.weak"}, 400
         )
+    hashed = await asyncio.to_thread(hash_password, password)
     async with request.app[STORE].sessions.begin() as session:
         user = await accounts.use_link(session, request.match_info["token"])
         if user is None:
             return await refuse(request, 404, "workspace.errors.link")
-        await accounts.set_password(session, user, hash_password(password))
+        await accounts.set_password(session, user, hashed)
     await start_session(request, user)
     raise web.HTTPSeeOther("/desk/")
 
@@ -325,8 +327,9 @@ async def _case_context(
     except NotAllowed:
         log.warning("workspace: case %s refused to mediator %s", reference, me.mediator.id)
         return await refuse(request, 403, "workspace.errors.forbidden")
+    order = {CentreLevel.DISTRICT: 0, CentreLevel.STREET: 1, CentreLevel.COMMUNITY: 2}
     centres = sorted(
-        (c for c in network.by_id.values() if c.active), key=lambda c: (c.level.value, c.code)
+        (c for c in network.by_id.values() if c.active), key=lambda c: (order[c.level], c.code)
     )
     forms = request.app[FORMS]
     form = forms.by_category.get(case.category)

@@ -12,11 +12,14 @@ import csv
 import io
 import logging
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from matplotlib import font_manager
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from openpyxl import Workbook
 
 from actions import casework
@@ -31,6 +34,25 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 SUPERVISORS = (MediatorRole.SUPERVISOR, MediatorRole.ADMIN)
 CJK_FONTS = ["WenQuanYi Micro Hei", "Noto Sans CJK SC", "Source Han Sans SC", "DejaVu Sans"]
+#: Where Debian puts CJK fonts; added explicitly because matplotlib's font cache may
+#: predate their installation (then Chinese would come out as boxes).
+CJK_FONT_FILES = (
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+)
+
+
+def _register_fonts() -> list[str]:
+    """The CJK families matplotlib can use here (first found wins), DejaVu as last resort."""
+    for path in CJK_FONT_FILES:
+        if Path(path).is_file():
+            font_manager.fontManager.addfont(path)
+    known = {entry.name for entry in font_manager.fontManager.ttflist}
+    return [name for name in CJK_FONTS if name in known] or ["DejaVu Sans"]
+
+
+FONTS = _register_fonts()
 EXPORT_LIMIT = 10_000
 #: Default report period when none is chosen.
 DEFAULT_WEEKS = 12
@@ -114,7 +136,7 @@ def _bar_chart(title: str, labels: list[str], values: list[int], horizontal: boo
     height = max(3.0, 0.35 * len(labels) + 1.2) if horizontal else 3.2
     figure = Figure(figsize=(6.4, height), layout="constrained")
     axes = figure.add_subplot()
-    with_font = {"fontfamily": CJK_FONTS}
+    with_font = {"fontfamily": FONTS}
     if not labels:
         labels, values = ["-"], [0]
     if horizontal:
@@ -124,6 +146,12 @@ def _bar_chart(title: str, labels: list[str], values: list[int], horizontal: boo
         axes.bar(labels, values, color="#0b5cad")
         axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right", **with_font)
     axes.set_title(title, **with_font)
+    counts = axes.xaxis if horizontal else axes.yaxis
+    counts.set_major_locator(MaxNLocator(integer=True))
+    if horizontal:
+        axes.set_xlim(left=0, right=max(1, *values))
+    else:
+        axes.set_ylim(bottom=0, top=max(1, *values) * 1.1)
     axes.spines[["top", "right"]].set_visible(False)
     out = io.BytesIO()
     figure.savefig(out, format="svg")
