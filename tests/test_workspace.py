@@ -239,3 +239,22 @@ async def test_supervisor_sees_centres_below(store, make_client) -> None:
     below = await file_chat_case(store, street="xixiang", community="固戍")
     await sign_in(client, "boss")
     assert below in await (await client.get("/desk/")).text()
+
+
+async def test_language_switch_keeps_the_page(store, make_client) -> None:
+    client = await make_client()
+    await add_user(store, "li", "xixiang")
+    await sign_in(client, "li")
+    page = await (await client.get("/desk/")).text()
+    assert "待处理案件" in page and 'lang="zh-Hans"' in page
+    switched = await client.post(
+        "/desk/lang", data={"csrf": csrf_of(page), "to": "en", "next": "/desk/"}
+    )
+    english = await switched.text()
+    assert "Open cases" in english and 'lang="en"' in english
+    off_site = await client.post(
+        "/desk/lang",
+        data={"csrf": csrf_of(english), "to": "zh", "next": "https://evil.example/"},
+        allow_redirects=False,
+    )
+    assert off_site.headers["Location"] == "/desk/"
