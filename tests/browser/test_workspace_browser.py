@@ -129,7 +129,8 @@ async def shoot(page: Page, name: str) -> None:
     docs = ROOT / "docs" / "screenshots"
     if os.environ.get("TIAOJIE_UPDATE_DOCS_SCREENSHOTS") == "1":
         docs.mkdir(parents=True, exist_ok=True)
-        for width in ("desktop", "phone"):
+        widths = ("desktop", "phone") if name == "queue" else ("desktop",)
+        for width in widths:
             shutil.copyfile(SHOTS / f"{name}-{width}.png", docs / f"{name}-{width}.png")
 
 
