@@ -120,6 +120,8 @@ class Filters:
     search: str | None = None
     centre_code: str | None = None
     mine: bool = False
+    #: With ``mine``: every mediator row of the same person (web and linked Telegram).
+    mine_ids: tuple[int, ...] = ()
 
 
 async def _scope(session: AsyncSession, mediator: Mediator, filters: Filters) -> list[Any]:
@@ -135,7 +137,7 @@ async def _scope(session: AsyncSession, mediator: Mediator, filters: Filters) ->
         chosen = network.by_code(filters.centre_code)
         centres = centres & network.below(chosen.id) if chosen else set()
     if filters.mine:
-        return [Case.mediator_id == mediator.id]
+        return [Case.mediator_id.in_(sorted({mediator.id, *filters.mine_ids}))]
     return [or_(Case.centre_id.in_(sorted(centres) or [-1]), Case.mediator_id == mediator.id)]
 
 

@@ -258,3 +258,69 @@ async def test_language_switch_keeps_the_page(store, make_client) -> None:
         allow_redirects=False,
     )
     assert off_site.headers["Location"] == "/desk/"
+
+
+async def test_evidence_only_through_the_authorised_route(store, make_client, tmp_path) -> None:
+    import hashlib
+
+    from storage.cases import Actor, add_event, get_case
+
+    photo = b"\x89PNG\r\n\x1a\n fake photo bytes"
+    digest = hashlib.sha256(photo).hexdigest()
+    (tmp_path / "evidence").mkdir()
+    (tmp_path / "evidence" / digest).write_bytes(photo)
+    reference = await file_chat_case(store)
+    async with store.sessions.begin() as session:
+        case = await get_case(session, reference)
+        item = await add_event(
+            session,
+            case,
+            "evidence",
+            Actor("resident", "1"),
+            {"kind": "photo", "file_id": f"local:{digest}", "mime_type": "image/png"},
+        )
+    await add_user(store, "li", "xixiang")
+    await add_user(store, "chen", "fuyong")
+    client = await make_client()
+    unsigned = await client.get(
+        f"/desk/cases/{reference}/evidence/{item.id}", allow_redirects=False
+    )
+    assert unsigned.status == 303
+    await sign_in(client, "li")
+    page = await (await client.get(f"/desk/cases/{reference}")).text()
+    assert f"/desk/cases/{reference}/evidence/{item.id}" in page
+    response = await client.get(f"/desk/cases/{reference}/evidence/{item.id}")
+    assert response.status == 200 and await response.read() == photo
+    assert response.content_type == "image/png"
+    assert len(await events_of(store, reference, "evidence_viewed")) == 1
+    other = await make_client()
+    await sign_in(other, "chen")
+    assert (await other.get(f"/desk/cases/{reference}/evidence/{item.id}")).status == 403
+
+
+async def test_my_cases_include_those_taken_on_telegram(store, make_client) -> None:
+    from actions import casework
+    from storage.people import find_mediator
+
+    async with store.sessions.begin() as session:
+        from bot.workspace.passwords import hash_password
+
+        await accounts.add_user(
+            session,
+            username="li",
+            display_name="李调解员",
+            centre_code="xixiang",
+            role=MediatorRole.MEDIATOR,
+            password_hash=hash_password("correct horse battery"),
+            telegram_id=5151,
+        )
+    reference = await file_chat_case(store)
+    untouched = await file_chat_case(store, chat_id="r2")
+    async with store.sessions.begin() as session:
+        on_telegram = await find_mediator(session, "telegram", "5151")
+        assert on_telegram is not None
+        await casework.claim(session, reference, on_telegram)
+    client = await make_client()
+    await sign_in(client, "li")
+    mine = await (await client.get("/desk/?mine=1")).text()
+    assert reference in mine and untouched not in mine

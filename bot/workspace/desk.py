@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import mimetypes
 import re
@@ -204,6 +205,9 @@ async def _listing(request: web.Request) -> dict[str, Any]:
     filters = parse_filters(request)
     lang = await language(request)
     async with request.app[STORE].sessions() as session:
+        if filters.mine:  # cases the same person took on Telegram count as theirs too
+            ids = tuple(await accounts.linked_mediator_ids(session, me.user))
+            filters = dataclasses.replace(filters, mine_ids=ids)
         page = await desk.list_cases(
             session, me.mediator, filters, page=_page(request), page_size=PAGE_SIZE
         )
