@@ -19,7 +19,7 @@ from bot.dialogue.geography import load_geography
 from bot.intake_service import IntakeService
 from bot.runtime import Store
 from bot.settings import Settings
-from bot.workspace import create_workspace
+from bot.workspace.app import create_workspace
 from nlu.interface import NLUBackend
 from storage.db import DatabaseUnavailable, check_database, safe_url
 

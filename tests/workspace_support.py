@@ -16,7 +16,7 @@ from actions.ports import ResidentPorts
 from bot.dialogue.model import Reply
 from bot.runtime import Store
 from bot.settings import Settings
-from bot.workspace import create_workspace
+from bot.workspace.app import create_workspace
 from bot.workspace.passwords import hash_password
 from storage import accounts
 from storage.cases import get_case

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
 import logging
 from datetime import datetime, timedelta
@@ -17,9 +18,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from matplotlib import font_manager
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from openpyxl import Workbook
 
 from actions import casework
@@ -43,16 +41,17 @@ CJK_FONT_FILES = (
 )
 
 
-def _register_fonts() -> list[str]:
+@functools.cache
+def _fonts() -> list[str]:
     """The CJK families matplotlib can use here (first found wins), DejaVu as last resort."""
+    from matplotlib import font_manager
+
     for path in CJK_FONT_FILES:
         if Path(path).is_file():
             font_manager.fontManager.addfont(path)
     known = {entry.name for entry in font_manager.fontManager.ttflist}
     return [name for name in CJK_FONTS if name in known] or ["DejaVu Sans"]
 
-
-FONTS = _register_fonts()
 EXPORT_LIMIT = 10_000
 #: Default report period when none is chosen.
 DEFAULT_WEEKS = 12
@@ -132,11 +131,18 @@ async def chart(request: web.Request) -> web.Response:
 
 
 def _bar_chart(title: str, labels: list[str], values: list[int], horizontal: bool) -> bytes:
-    """One bar chart as SVG (matplotlib's object API: safe off the main thread)."""
+    """One bar chart as SVG (matplotlib's object API: safe off the main thread).
+
+    matplotlib is imported here, on the first chart, not when the server starts: it
+    takes seconds to import on a small office machine.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     height = max(3.0, 0.35 * len(labels) + 1.2) if horizontal else 3.2
     figure = Figure(figsize=(6.4, height), layout="constrained")
     axes = figure.add_subplot()
-    with_font = {"fontfamily": FONTS}
+    with_font = {"fontfamily": _fonts()}
     if not labels:
         labels, values = ["-"], [0]
     if horizontal:
