@@ -324,3 +324,33 @@ async def test_my_cases_include_those_taken_on_telegram(store, make_client) -> N
     await sign_in(client, "li")
     mine = await (await client.get("/desk/?mine=1")).text()
     assert reference in mine and untouched not in mine
+
+
+async def test_live_stream_names_new_cases_and_ends_for_a_disabled_user(store, make_client) -> None:
+    import asyncio
+
+    client = await make_client()
+    await add_user(store, "li", "xixiang")
+    await sign_in(client, "li")
+    stream = await client.get("/desk/live", headers={"Accept": "text/event-stream"})
+    assert stream.status == 200 and stream.content_type == "text/event-stream"
+    elsewhere = await file_chat_case(store, street="fuyong", chat_id="r0")
+    reference = await file_chat_case(store, risk="urgent")
+
+    async def next_change() -> str:
+        while True:
+            line = (await stream.content.readline()).decode()
+            if line.startswith("data: "):
+                return line[6:].strip()
+
+    seen = await asyncio.wait_for(next_change(), timeout=10)
+    assert seen.startswith(f"{reference} ") and elsewhere not in seen
+    assert seen.endswith(" urgent")
+    async with store.sessions.begin() as session:
+        await accounts.disable_user(session, "li")
+
+    async def until_closed() -> None:
+        while await stream.content.readline():
+            pass
+
+    await asyncio.wait_for(until_closed(), timeout=15)

@@ -30,7 +30,7 @@ from bot.workspace.common import (
     SETTINGS,
     STORE,
     FileFetcher,
-    refuse_sync,
+    refuse,
 )
 from bot.workspace.security import auth_middleware, cookie_storage, headers_middleware
 from nlu.risk import load_risk_rules
@@ -56,7 +56,7 @@ def create_workspace(
     if fetch_file is not None:
         app[FETCH_FILE] = fetch_file
     setup_session(app, cookie_storage(settings))
-    app.middlewares.append(auth_middleware(store, settings, refuse_sync))
+    app.middlewares.append(auth_middleware(store, settings, refuse))
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(HERE / "templates")),

@@ -82,13 +82,6 @@ async def refuse(request: web.Request, status: int, key: str) -> web.Response:
     return await render(request, "error.html", {"status": status, "message_key": key}, status)
 
 
-def refuse_sync(request: web.Request, status: int, key: str) -> web.Response:
-    """For the CSRF check, which runs before the session-aware renderer: plain text."""
-    lang = "zh"
-    text = f"{t(key, lang)}\n{t(key, 'en')}"
-    return web.Response(status=status, text=text, content_type="text/plain", charset="utf-8")
-
-
 def requires(*roles: MediatorRole) -> Callable[[Handler], Handler]:
     """Signed in with one of ``roles``; else the sign-in page (or 403 for a wrong role)."""
 

@@ -43,7 +43,7 @@ from bot.workspace.common import (
     viewer,
 )
 from bot.workspace.passwords import acceptable, hash_password, verify_password
-from bot.workspace.security import end_session, start_session
+from bot.workspace.security import end_session, start_session, still_signed_in
 from storage import accounts
 from storage.cases import Actor
 from storage.errors import (
@@ -62,6 +62,8 @@ REFERENCE = re.compile(r"^[A-Za-z]{2,6}-\d{8}-\d{4,6}$")
 PAGE_SIZE = 25
 #: How often the live views look for new timeline events (any process may write them).
 POLL_SECONDS = 1.0
+#: How many polls between checks that the viewer is still signed in (disabled users).
+CHECK_EVERY = 5
 SHA256 = re.compile(r"^(local|wechat):([0-9a-f]{64})$")
 
 
@@ -287,7 +289,13 @@ async def _stream(request: web.Request, reference: str | None) -> web.StreamResp
         if after <= 0:
             async with store.sessions() as session:
                 after = await desk.last_event_id(session)
+        polls = 0
         while stream.is_connected():
+            polls += 1
+            if polls % CHECK_EVERY == 0 and not await still_signed_in(
+                store, request.app[SETTINGS], await get_session(request)
+            ):
+                break  # disabled or signed out elsewhere: the stream ends too
             async with store.sessions() as session:
                 after, changes = await desk.changes_since(session, me.mediator, after, reference)
             for ref, kind, risk in changes:
@@ -354,6 +362,7 @@ async def _case_context(
         "is_mine": case.mediator_id == me.mediator.id,
         "may_work": desk.may_work(me.mediator, case, network),
         "may_claim": case.status == CaseStatus.NEW
+        and me.role.value != "department"
         and case.centre_id in casework.visible_centres(me.mediator, network),
         "is_department": me.role.value == "department",
         "centres": centres,

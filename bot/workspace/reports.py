@@ -52,6 +52,7 @@ def _fonts() -> list[str]:
     known = {entry.name for entry in font_manager.fontManager.ttflist}
     return [name for name in CJK_FONTS if name in known] or ["DejaVu Sans"]
 
+
 EXPORT_LIMIT = 10_000
 #: Default report period when none is chosen.
 DEFAULT_WEEKS = 12

@@ -125,7 +125,9 @@ VIEWER = web.RequestKey("workspace_viewer", object)
 
 
 def auth_middleware(
-    store: Store, settings: Settings, refuse: Callable[[web.Request, int, str], web.Response]
+    store: Store,
+    settings: Settings,
+    refuse: Callable[[web.Request, int, str], Awaitable[web.Response]],
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Load the viewer, end stale sessions, check the CSRF token of unsafe requests."""
 
@@ -145,14 +147,21 @@ def auth_middleware(
                 or not isinstance(expected, str)
                 or not hmac.compare_digest(sent, expected)
             ):
-                return refuse(request, 403, "workspace.errors.csrf")
+                return await refuse(request, 403, "workspace.errors.csrf")
         request[VIEWER] = await _viewer(store, settings, session)
         return await handler(request)
 
     return middleware
 
 
-async def _viewer(store: Store, settings: Settings, session: Session) -> Viewer | None:
+async def still_signed_in(store: Store, settings: Settings, session: Session) -> bool:
+    """For long-lived streams: the session is still valid (user active, same version)."""
+    return await _viewer(store, settings, session, clear=False) is not None
+
+
+async def _viewer(
+    store: Store, settings: Settings, session: Session, *, clear: bool = True
+) -> Viewer | None:
     uid = session.get("uid")
     if not isinstance(uid, int):
         return None
@@ -167,8 +176,9 @@ async def _viewer(store: Store, settings: Settings, session: Session) -> Viewer 
         or not user.mediator.active
         or expired
     ):
-        for key in ("uid", "ver", "sid", "iat"):
-            session.pop(key, None)
+        if clear:  # (a stream's response is already sent: its cookie cannot change)
+            for key in ("uid", "ver", "sid", "iat"):
+                session.pop(key, None)
         return None
     return Viewer(user, user.mediator)
 
