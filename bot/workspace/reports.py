@@ -143,7 +143,7 @@ def _bar_chart(title: str, labels: list[str], values: list[int], horizontal: boo
     height = max(3.0, 0.35 * len(labels) + 1.2) if horizontal else 3.2
     figure = Figure(figsize=(6.4, height), layout="constrained")
     axes = figure.add_subplot()
-    with_font = {"fontfamily": _fonts()}
+    with_font: dict[str, Any] = {"fontfamily": _fonts()}
     if not labels:
         labels, values = ["-"], [0]
     if horizontal:

@@ -109,7 +109,7 @@ async def intake_submit(request: web.Request) -> web.Response:
         slots=slots,
         risk_kinds=tuple(found.get("kinds") or ()),
         risk=risk,
-        language=values.get("language") if values.get("language") in ("zh", "en") else "zh",
+        language="en" if values.get("language") == "en" else "zh",
     )
     try:
         async with request.app[STORE].sessions.begin() as session:
