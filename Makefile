@@ -35,6 +35,7 @@ run: migrate
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: lint browser-deps
 	$(BIN)/python -m pytest -q

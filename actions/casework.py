@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
@@ -30,9 +30,12 @@ from storage.models import (
     CaseEvent,
     CaseStatus,
     Centre,
+    CentreDepartment,
+    Department,
     Mediator,
     MediatorRole,
     Outcome,
+    ReferralGiven,
     RiskLevel,
     utcnow,
 )
@@ -53,15 +56,31 @@ class NotAllowed(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class Network:
-    """The centre tree, loaded once per operation (a district has tens of centres)."""
+    """The centre tree and its partner departments, loaded once per operation (a
+    district has tens of centres and departments: three small queries)."""
 
     by_id: dict[int, Centre]
+    departments: dict[int, Department] = field(default_factory=dict)
+    #: centre id → ids of the partner departments working with it.
+    department_ids: dict[int, set[int]] = field(default_factory=dict)
 
     @classmethod
     async def load(cls, session: AsyncSession) -> Network:
-        # Routing needs the tree only, not each centre's partner departments.
         query = select(Centre).options(lazyload(Centre.departments))
-        return cls({c.id: c for c in (await session.execute(query)).scalars()})
+        centres = {c.id: c for c in (await session.execute(query)).scalars()}
+        departments = {d.id: d for d in (await session.execute(select(Department))).scalars()}
+        links: dict[int, set[int]] = {}
+        for row in (await session.execute(select(CentreDepartment))).scalars():
+            links.setdefault(row.centre_id, set()).add(row.department_id)
+        return cls(centres, departments, links)
+
+    def chain(self, centre: Centre | None) -> list[Centre]:
+        """The centre and every centre above it, nearest first."""
+        found: list[Centre] = []
+        while centre is not None and centre not in found:
+            found.append(centre)
+            centre = self.parent(centre)
+        return found
 
     def by_code(self, code: str) -> Centre | None:
         return next((c for c in self.by_id.values() if c.code == code), None)
@@ -114,10 +133,23 @@ def visible_centres(mediator: Mediator, network: Network) -> set[int]:
     return {mediator.centre_id}
 
 
+def case_centres(case: Case) -> set[int]:
+    """Where a case belongs: where it is now and where it was routed (its home). A case
+    that moved up on escalation stays visible and claimable at home, so the street's
+    own mediators can still take the urgent case of their street."""
+    return {c for c in (case.centre_id, case.home_centre_id) if c is not None}
+
+
 def may_see(mediator: Mediator, case: Case, network: Network) -> bool:
     return mediator.active and (
-        case.mediator_id == mediator.id or case.centre_id in visible_centres(mediator, network)
+        case.mediator_id == mediator.id
+        or bool(case_centres(case) & visible_centres(mediator, network))
     )
+
+
+def may_claim(mediator: Mediator, case: Case, network: Network) -> bool:
+    """Whoever can see an unassigned case can take it (a supervisor above takes over)."""
+    return mediator.active and bool(case_centres(case) & visible_centres(mediator, network))
 
 
 def may_work(mediator: Mediator, case: Case, network: Network) -> bool:
@@ -126,12 +158,12 @@ def may_work(mediator: Mediator, case: Case, network: Network) -> bool:
         return False
     if case.mediator_id == mediator.id:
         return True
-    return mediator.role != MediatorRole.MEDIATOR and case.centre_id in visible_centres(
-        mediator, network
+    return mediator.role != MediatorRole.MEDIATOR and bool(
+        case_centres(case) & visible_centres(mediator, network)
     )
 
 
-async def _case_for(
+async def case_for(
     session: AsyncSession, reference: str, mediator: Mediator, *, work: bool
 ) -> tuple[Case, Network]:
     case = await case_repo.get_case(session, reference)
@@ -168,7 +200,7 @@ async def view(
     session: AsyncSession, reference: str, mediator: Mediator
 ) -> tuple[Case, list[CaseEvent]]:
     """A case and its timeline; the look itself goes on the timeline (audit)."""
-    case, _ = await _case_for(session, reference, mediator, work=False)
+    case, _ = await case_for(session, reference, mediator, work=False)
     events = await case_repo.case_events(session, case)
     await case_repo.add_event(session, case, "view", Actor.of(mediator))
     return case, events
@@ -179,15 +211,15 @@ async def view(
 
 async def claim(session: AsyncSession, reference: str, mediator: Mediator) -> Case:
     """Exactly one of many concurrent claimers wins (a conditional UPDATE decides)."""
-    case, network = await _case_for(session, reference, mediator, work=False)
-    if case.centre_id not in visible_centres(mediator, network):
+    case, network = await case_for(session, reference, mediator, work=False)
+    if not may_claim(mediator, case, network):
         raise NotAllowed(case.reference)
     return await case_repo.claim_case(session, reference, mediator)
 
 
 async def release(session: AsyncSession, reference: str, mediator: Mediator) -> Case:
     """Back to the centre's queue, with a fresh time limit."""
-    case, network = await _case_for(session, reference, mediator, work=True)
+    case, network = await case_for(session, reference, mediator, work=True)
     case = await case_repo.change_status(
         session, reference, CaseStatus.NEW, Actor.of(mediator), reason="released"
     )
@@ -202,7 +234,7 @@ async def transfer(
     session: AsyncSession, reference: str, mediator: Mediator, centre_code: str, reason: str
 ) -> tuple[Case, Centre]:
     """Move the case to another centre's queue (unassigned), with the reason recorded."""
-    case, network = await _case_for(session, reference, mediator, work=True)
+    case, network = await case_for(session, reference, mediator, work=True)
     target = network.by_code(centre_code)
     if target is None or not target.active:
         raise CentreNotFound(centre_code)
@@ -214,6 +246,7 @@ async def transfer(
         )
     source = case.centre.code if case.centre else None
     case.centre = target
+    case.home_centre = target
     case.escalation_level = 0
     case.escalate_at = utcnow() + timedelta(minutes=network.claim_minutes(target, case.risk_level))
     await session.flush()
@@ -228,7 +261,7 @@ async def transfer(
 
 
 async def note(session: AsyncSession, reference: str, mediator: Mediator, text: str) -> Case:
-    case, _ = await _case_for(session, reference, mediator, work=True)
+    case, _ = await case_for(session, reference, mediator, work=True)
     await case_repo.add_event(session, case, "note", Actor.of(mediator), {"text": text[:4000]})
     return case
 
@@ -236,14 +269,14 @@ async def note(session: AsyncSession, reference: str, mediator: Mediator, text: 
 async def set_status(
     session: AsyncSession, reference: str, mediator: Mediator, status: CaseStatus
 ) -> Case:
-    await _case_for(session, reference, mediator, work=True)
+    await case_for(session, reference, mediator, work=True)
     return await case_repo.change_status(session, reference, status, Actor.of(mediator))
 
 
 async def set_outcome(
     session: AsyncSession, reference: str, mediator: Mediator, outcome: Outcome
 ) -> Case:
-    await _case_for(session, reference, mediator, work=True)
+    await case_for(session, reference, mediator, work=True)
     return await case_repo.set_outcome(session, reference, outcome, Actor.of(mediator))
 
 
@@ -252,23 +285,6 @@ async def record_message(
 ) -> None:
     """A relayed message is part of the case's transcript (``message_in``/``message_out``)."""
     await case_repo.add_event(session, case, kind, actor, data)
-
-
-async def mediator_messages(
-    session: AsyncSession, case: Case, after_event_id: int
-) -> list[tuple[int, str]]:
-    """The mediator's text messages on ``case`` after an event id, oldest first."""
-    query = (
-        select(CaseEvent.id, CaseEvent.data)
-        .where(
-            CaseEvent.case_id == case.id,
-            CaseEvent.kind == "message_out",
-            CaseEvent.id > after_event_id,
-        )
-        .order_by(CaseEvent.id)
-    )
-    rows = (await session.execute(query)).all()
-    return [(int(row.id), str(row.data.get("text") or "📎")) for row in rows]
 
 
 async def active_case_for_chat(session: AsyncSession, channel: str, chat_id: str) -> Case | None:
@@ -292,18 +308,18 @@ async def rate(
 ) -> tuple[Case, bool]:
     """The resident's 1–5 rating of a resolved case, from their own chat only.
 
-    Returns the case and whether a supervisor must call back (回访): a first rating
-    of 1 or 2 asks for it, recorded on the timeline.
+    Returns the case and whether a supervisor must call back (回访): a rating of 1
+    or 2 asks for it, recorded on the timeline. A case is rated once: a second press
+    (an old keyboard, another device) is refused, so the report keeps the first.
     """
     case = await _rated_case(session, reference, resident_key)
-    if not 1 <= rating <= 5:
+    if not 1 <= rating <= 5 or case.rating is not None:
         raise NotAllowed(case.reference)
-    first = case.rating is None
     case.rating = rating
     await session.flush()
     actor = Actor("resident", str(case.resident_id))
     await case_repo.add_event(session, case, "rating", actor, {"rating": rating})
-    follow_up = first and rating <= 2
+    follow_up = rating <= 2
     if follow_up:
         await case_repo.add_event(
             session, case, "follow_up_requested", Actor.system(), {"rating": rating}
@@ -323,6 +339,14 @@ async def comment(
     return case
 
 
+async def follow_up_requested(session: AsyncSession, case: Case) -> bool:
+    """Whether a low rating asked the supervisors to call back (回访) on this case."""
+    query = select(CaseEvent.id).where(
+        CaseEvent.case_id == case.id, CaseEvent.kind == "follow_up_requested"
+    )
+    return (await session.execute(query.limit(1))).first() is not None
+
+
 async def _rated_case(session: AsyncSession, reference: str, resident_key: tuple[str, str]) -> Case:
     case = await case_repo.get_case(session, reference)
     if (case.channel, case.chat_id) != resident_key or case.status not in (
@@ -336,11 +360,7 @@ async def _rated_case(session: AsyncSession, reference: str, resident_key: tuple
 async def supervisors_of(session: AsyncSession, case: Case) -> list[Mediator]:
     """Active supervisors of the case's centre or of any centre above it."""
     network = await Network.load(session)
-    chain: list[int] = []
-    node = case.centre
-    while node is not None:
-        chain.append(node.id)
-        node = network.parent(node)
+    chain = [centre.id for centre in network.chain(case.centre)]
     query = select(Mediator).where(
         Mediator.active, Mediator.role == MediatorRole.SUPERVISOR, Mediator.centre_id.in_(chain)
     )
@@ -382,11 +402,26 @@ async def escalate(session: AsyncSession, case: Case, now: datetime) -> Centre |
         return None
     source = case.centre
     target = network.parent(source) or source
-    case.centre = target
-    case.escalation_level += 1
-    case.escalate_at = now + timedelta(minutes=network.claim_minutes(target, case.risk_level))
-    case.updated_at = now
-    await session.flush()
+    # Conditional on the deadline as read: with two processes (PostgreSQL, read
+    # committed) the second UPDATE waits for the first, then matches no row.
+    result = await session.execute(
+        update(Case)
+        .where(
+            Case.id == case.id,
+            Case.status == CaseStatus.NEW,
+            Case.escalate_at == case.escalate_at,
+        )
+        .values(
+            centre_id=target.id,
+            escalation_level=Case.escalation_level + 1,
+            escalate_at=now + timedelta(minutes=network.claim_minutes(target, case.risk_level)),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    await session.refresh(case)
     await case_repo.add_event(
         session,
         case,
@@ -429,6 +464,19 @@ async def report(session: AsyncSession) -> list[ReportRow]:
     for (centre, category), members in sorted(groups.items()):
         rows.append(_row(centre, category, members))
     return rows
+
+
+async def referrals_given(
+    session: AsyncSession, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, int]:
+    """Referrals by topic: residents told where to go when mediation is not the way (a
+    first-class outcome, counted whether or not they booked a legal consultation)."""
+    query = select(ReferralGiven.topic, func.count()).group_by(ReferralGiven.topic)
+    if since is not None:
+        query = query.where(ReferralGiven.created_at >= since)
+    if until is not None:
+        query = query.where(ReferralGiven.created_at < until)
+    return {str(topic): int(count) for topic, count in (await session.execute(query)).all()}
 
 
 def _median(values: Sequence[float]) -> float | None:

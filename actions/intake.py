@@ -16,11 +16,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions import casework
 from actions.routing import route_department, route_in
+from bot.i18n import LANGUAGES, raw
 from storage import cases as case_repo
 from storage.cases import Actor
-from storage.models import Case, CaseEvent, Resident, RiskLevel, utcnow
+from storage.models import (
+    Case,
+    CaseEvent,
+    CaseStatus,
+    ReferralGiven,
+    Resident,
+    RiskLevel,
+    utcnow,
+)
 from storage.people import set_resident_phone
-from storage.phone import PhoneVault, mask_phone
+from storage.phone import PhoneVault, mask_phone, mask_phones_in_text
 
 #: How much of the resident's words the one-line summary on cards and lists shows.
 SUMMARY_CHARS = 80
@@ -66,8 +75,9 @@ async def _draft_values(
         "contact_consent": bool(draft.get("consent")),
         # Objects, not just ids: callers read case.centre right after.
         "centre": centre,
-        "department": await route_department(session, category),
-        "street": centre.street if centre and centre.street else None,
+        "home_centre": centre,
+        "department": route_department(network, category, centre),
+        "street": centre.street or None,
         "community": draft.get("community"),
         "risk_level": risk,
         "escalate_at": utcnow() + timedelta(minutes=network.claim_minutes(centre, risk)),
@@ -119,12 +129,14 @@ async def file_case(
         )
     ]
     events += [("evidence", actor, dict(item)) for item in draft.get("attachments") or []]
-    if reason == "emergency":
-        kinds = list(draft.get("risk_kinds") or [])
-        events.append(("escalation", Actor.system(), {"reason": "risk", "kinds": kinds}))
-    elif reason == "human":
+    if reason == "human":
         events.append(("human_requested", actor, {}))
     await case_repo.add_events(session, case, events)
+    if reason == "emergency" or case.risk_level == RiskLevel.URGENT:
+        trigger = draft.get("trigger") or {}
+        words = str(trigger.get("text") or (draft.get("words") or [""])[-1])
+        kinds = list(trigger.get("kinds") or draft.get("risk_kinds") or [])
+        await record_emergency(session, case, words, kinds, actor)
     return Filed(
         case.reference,
         case.centre.name_zh if case.centre else None,
@@ -139,15 +151,34 @@ async def update_case(
     *,
     resident: Resident,
     vault: PhoneVault,
-) -> None:
-    """Complete a case filed early (emergency, request for a person) with the full form."""
+) -> bool:
+    """Complete a case filed early (emergency, request for a person) with the full form.
+
+    Returns True when the case moved to another centre (a place given after filing),
+    so the caller announces it there. A case somebody already works stays with them.
+    """
     case = await case_repo.get_case(session, reference)
     values = await _draft_values(session, draft, vault)
     values.pop("escalate_at")  # the clock set at filing keeps running
     if case.risk_level == RiskLevel.URGENT:
         values.pop("risk_level")  # never lowered by finishing the form
+    old_centre = case.centre
+    if case.status != CaseStatus.NEW or case.mediator_id is not None:
+        for key in ("centre", "home_centre"):
+            values.pop(key)
+    moved = "centre" in values and values["centre"].id != case.centre_id
     for key, value in values.items():
         setattr(case, key, value)
+    if moved:
+        case.escalation_level = 0
+        await session.flush()
+        await case_repo.add_event(
+            session,
+            case,
+            "moved",
+            Actor.system(),
+            {"from": old_centre.code, "to": case.centre.code, "reason": "location"},
+        )
     if draft.get("phone"):
         await set_resident_phone(session, resident, draft["phone"], vault)
     await case_repo.add_event(
@@ -157,17 +188,86 @@ async def update_case(
         Actor("resident", str(resident.id)),
         {"fields": sorted(_fields(draft))},
     )
+    return moved
+
+
+async def record_emergency(
+    session: AsyncSession, case: Case, words: str, kinds: list[str], actor: Actor
+) -> None:
+    """The words that made a case urgent go on its timeline (phones masked), and a
+    person must acknowledge the alert within the centre's urgent limit."""
+    network = await casework.Network.load(session)
+    case.ack_due_at = utcnow() + timedelta(
+        minutes=network.claim_minutes(case.centre, RiskLevel.URGENT)
+    )
+    await session.flush()
+    await case_repo.add_event(
+        session,
+        case,
+        "emergency",
+        actor,
+        {"words": mask_phones_in_text(words)[:2000], "kinds": [str(k) for k in kinds]},
+    )
 
 
 async def flag_urgent(
-    session: AsyncSession, reference: str, kinds: list[str], resident: Resident
-) -> None:
+    session: AsyncSession,
+    reference: str,
+    kinds: list[str],
+    resident: Resident,
+    words: str | None = None,
+    *,
+    street: str | None = None,
+    community: str | None = None,
+) -> bool:
+    """An emergency on a filed case (whatever its status): urgent, words recorded; a
+    place named in the message moves a case nobody has yet to that street at once.
+    Returns True when the case moved (the caller announces it there)."""
     reason = "risk:" + ",".join(kinds) if kinds else "risk"
-    case = await case_repo.set_risk(
-        session, reference, RiskLevel.URGENT, Actor("resident", str(resident.id)), reason
-    )
-    if case.escalate_at is not None:  # still unclaimed: the urgent time limit applies now
+    actor = Actor("resident", str(resident.id))
+    case = await case_repo.set_risk(session, reference, RiskLevel.URGENT, actor, reason)
+    moved = False
+    if street and case.status == CaseStatus.NEW and case.mediator_id is None:
+        network = await casework.Network.load(session)
+        centre = route_in(network, street, community)
+        if centre.id != case.centre_id:
+            source = case.centre.code
+            case.centre = case.home_centre = centre
+            case.street, case.community = centre.street or None, community
+            case.escalation_level = 0
+            await session.flush()
+            await case_repo.add_event(
+                session,
+                case,
+                "moved",
+                Actor.system(),
+                {"from": source, "to": centre.code, "reason": "location"},
+            )
+            moved = True
+    if case.status == CaseStatus.NEW:  # still unclaimed: the urgent time limit applies now
         await casework.schedule(session, case)
+    await record_emergency(session, case, words or "", kinds, actor)
+    return moved
+
+
+async def add_words(
+    session: AsyncSession, reference: str, text: str, resident: Resident
+) -> str | None:
+    """A later message of an urgent conversation goes on the case's timeline; returns
+    the assigned mediator's external id (to relay it), if someone has the case."""
+    case = await case_repo.get_case(session, reference)
+    await case_repo.add_event(
+        session, case, "message_in", Actor("resident", str(resident.id)), {"text": text[:4000]}
+    )
+    return case.mediator.external_id if case.mediator is not None else None
+
+
+async def record_referral(
+    session: AsyncSession, topic: str, *, channel: str, street: str | None, language: str
+) -> None:
+    """A referral given (mediation is not the way): counted in the reports, no words kept."""
+    session.add(ReferralGiven(topic=topic[:40], channel=channel, street=street, language=language))
+    await session.flush()
 
 
 async def request_human(session: AsyncSession, reference: str, resident: Resident) -> None:
@@ -186,15 +286,26 @@ async def attach_evidence(
     )
 
 
+def resident_event_kinds() -> list[str]:
+    """Kinds of event a resident may see on /status: those the catalogs name for
+    residents (``dialogue.event_names``). Staff-only events (a card announced, a look
+    at the case, an alert going up) are never shown, and never as a raw key."""
+    kinds: set[str] = set()
+    for language in LANGUAGES:
+        kinds |= set(raw("dialogue.event_names", language) or {})
+    return sorted(kinds)
+
+
 async def lookup_status(session: AsyncSession, resident: Resident) -> list[dict[str, Any]]:
-    """The resident's cases, newest first, each with its latest visible event."""
+    """The resident's cases, newest first, each with its latest event shown to residents."""
     query = select(Case).where(Case.resident_id == resident.id).order_by(Case.id.desc()).limit(10)
+    visible = resident_event_kinds()
     found = []
     for case in (await session.execute(query)).scalars():
         last = (
             await session.execute(
                 select(CaseEvent)
-                .where(CaseEvent.case_id == case.id, CaseEvent.kind != "view")
+                .where(CaseEvent.case_id == case.id, CaseEvent.kind.in_(visible))
                 .order_by(CaseEvent.id.desc())
                 .limit(1)
             )

@@ -2,24 +2,29 @@
 
 Where: the community station of the resident's community if it has one, else the street
 sub-centre, else the district centre (a case goes to the lowest level that can take it).
-Who: the partner department(s) the directory routes the category to; the first in the
-file is the lead.
+There is always an answer: a case routed to nobody is a resident nobody answers, so an
+empty directory is an error, not a ``None``.
+Who: of the partner departments the directory routes the kind to, the one working with
+the nearest centre up the tree (a street's own legal service station before the
+district's legal aid centre); else the first in the file.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from storage.errors import StoreError
 from storage.models import Centre, CentreLevel, Department
 
 if TYPE_CHECKING:
     from actions.casework import Network
 
 
-def route_in(network: Network, street_code: str | None, community: str | None) -> Centre | None:
+class NoRoute(StoreError):
+    """The directory cannot place a case (no district centre, or no department)."""
+
+
+def route_in(network: Network, street_code: str | None, community: str | None) -> Centre:
     """The community station, else the street sub-centre, else the district centre."""
     centres = [c for c in network.by_id.values() if c.active]
     street = next(
@@ -40,10 +45,27 @@ def route_in(network: Network, street_code: str | None, community: str | None) -
             return station
     if street is not None:
         return street
-    return next((c for c in centres if c.level == CentreLevel.DISTRICT), None)
+    district = next((c for c in centres if c.level == CentreLevel.DISTRICT), None)
+    if district is None:
+        raise NoRoute("the centre directory has no district centre: load one first")
+    return district
 
 
-async def route_department(session: AsyncSession, category: str) -> Department | None:
-    """The lead partner department for ``category`` (directory order), if any."""
-    departments = (await session.execute(select(Department).order_by(Department.id))).scalars()
-    return next((d for d in departments if category in (d.categories or [])), None)
+def route_department(network: Network, category: str, centre: Centre) -> Department:
+    """The lead partner department for ``category`` at ``centre`` (see module doc)."""
+    candidates = [d for d in network.departments.values() if category in (d.categories or [])]
+    if not candidates:
+        candidates = [
+            d for d in network.departments.values() if "dispute_other" in (d.categories or [])
+        ]
+    if not candidates:
+        raise NoRoute(f"no partner department is routed for {category!r}")
+    candidates.sort(key=lambda d: d.id)
+    node: Centre | None = centre
+    while node is not None:
+        attached = network.department_ids.get(node.id, set())
+        for department in candidates:
+            if department.id in attached:
+                return department
+        node = network.parent(node)
+    return candidates[0]

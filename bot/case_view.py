@@ -1,16 +1,88 @@
-"""Plain-text rendering of a case for the CLI and for mediators' chats."""
+"""Plain-text rendering of a case for the CLI and for mediators' chats.
+
+One renderer for both, so a mediator on Telegram and an administrator at the command
+line read the same thing: kinds, statuses, outcomes and form fields by their names in
+the catalogs and forms (never a raw code), every time in the district's time zone, the
+transcript with its words (whoever may see the case may read what was said), and the
+phone number masked unless the caller passes the full one (the case's own mediator).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from actions.cards import kind_title
+from bot.dialogue.forms import default_forms
 from bot.i18n import t
 from storage.models import Case, CaseEvent
+from storage.phone import mask_phones_in_text
+
+#: How much of one message a timeline line shows.
+TIMELINE_TEXT_CHARS = 300
 
 
 def category_name(category: str, language: str) -> str:
-    return t(f"categories.{category}", language) if category else "-"
+    return kind_title(category, language) if category else "-"
+
+
+def format_time(value: Any, timezone: str) -> str:
+    """A stored (UTC) time as the district reads it."""
+    return value.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
+
+
+def field_lines(case: Case, language: str) -> list[str]:
+    """The form's answers by their labels, choices by their titles."""
+    form = default_forms().by_category.get(case.category)
+    lines = []
+    for key, value in (case.fields or {}).items():
+        slot = form.slot(key) if form is not None else None
+        if slot is None:
+            lines.append(f"{key}: {value}")
+            continue
+        shown = str(value)
+        if slot.type == "choice":
+            shown = next((c.label(language) for c in slot.choices if c.value == value), shown)
+        lines.append(f"{slot.label.get(language)}: {shown}")
+    return lines
+
+
+def event_line(event: CaseEvent, language: str, timezone: str) -> str:
+    """One timeline entry: when, what (translated), who, and what was said."""
+    name = t(f"desk.events.{event.kind}", language)
+    if name.startswith("desk.events."):
+        name = event.kind
+    who = event.actor_type + (f":{event.actor_id}" if event.actor_id else "")
+    data = event.data or {}
+    said = data.get("text") or data.get("words")
+    detail = ""
+    if said:
+        text = " ".join(mask_phones_in_text(str(said)).split())
+        detail = (
+            "「"
+            + text[:TIMELINE_TEXT_CHARS]
+            + ("…" if len(text) > TIMELINE_TEXT_CHARS else "")
+            + "」"
+        )
+    elif event.kind == "status_change":
+        detail = "{} → {}".format(
+            t(f"dialogue.status_names.{data.get('from')}", language),
+            t(f"dialogue.status_names.{data.get('to')}", language),
+        )
+    elif event.kind == "outcome":
+        detail = t(f"desk.outcomes.{data.get('outcome')}", language)
+    elif event.kind == "recategorised":
+        detail = f"{category_name(str(data.get('from')), language)} → " + category_name(
+            str(data.get("to")), language
+        )
+    elif data.get("file_id"):
+        detail = str(data.get("file_name") or data.get("kind") or "")
+    else:
+        keep = {k: v for k, v in data.items() if k not in ("chat_id", "message_id", "file_id")}
+        detail = ", ".join(f"{k}={v}" for k, v in keep.items())
+    when = format_time(event.created_at, timezone)
+    return f"{when}  {name}  {who}  {detail}".rstrip()
 
 
 def render_case_text(
@@ -20,9 +92,9 @@ def render_case_text(
     timezone: str,
     *,
     phone: str | None = None,
+    last_events: int | None = None,
 ) -> str:
     """Details and timeline; ``phone`` is the full number only for the case's mediator."""
-    zone = ZoneInfo(timezone)
     label = lambda key: t(f"cli.case_detail.{key}", language)  # noqa: E731
     centre = (
         (case.centre.name_zh if language == "zh" else case.centre.name_en) if case.centre else "-"
@@ -31,29 +103,29 @@ def render_case_text(
     if case.department:
         department = case.department.name_zh if language == "zh" else case.department.name_en
     consent = "cli.word_yes" if case.contact_consent else "cli.word_no"
+    outcome = t(f"desk.outcomes.{case.outcome.value}", language) if case.outcome else "-"
     lines = [
         t("cli.case_detail.title", language, reference=case.reference),
         f"{label('category')}: {category_name(case.category, language)}",
-        f"{label('status')}: {case.status.value}",
-        f"{label('risk')}: {case.risk_level.value}",
+        f"{label('status')}: {t(f'dialogue.status_names.{case.status.value}', language)}",
+        f"{label('risk')}: {t(f'desk.risk.{case.risk_level.value}', language)}",
         f"{label('location')}: {case.street or '-'} {case.community or ''}".rstrip(),
         f"{label('centre')}: {centre}",
         f"{label('department')}: {department}",
         f"{label('mediator')}: {case.mediator.display_alias if case.mediator else '-'}",
         f"{label('phone')}: {phone or case.phone_masked or '-'}",
         f"{label('consent')}: {t(consent, language)}",
-        f"{label('outcome')}: {case.outcome.value if case.outcome else '-'}",
+        f"{label('outcome')}: {outcome}",
         f"{label('rating')}: {case.rating if case.rating is not None else '-'}",
-        f"{label('summary')}: {case.summary or '-'}",
-        f"{label('words')}: {case.resident_words}",
+        f"{label('filed_at')}: {format_time(case.created_at, timezone)}",
+        f"{label('summary')}: {mask_phones_in_text(case.summary) or '-'}",
+        f"{label('words')}: {mask_phones_in_text(case.resident_words)}",
     ]
-    if case.fields:
+    fields = field_lines(case, language)
+    if fields:
         lines.append(f"{label('fields')}:")
-        lines.extend(f"  - {key}: {value}" for key, value in case.fields.items())
+        lines.extend(f"  - {line}" for line in fields)
+    shown = list(events)[-last_events:] if last_events else list(events)
     lines.append(f"{label('timeline')}:")
-    for event in events:
-        when = event.created_at.astimezone(zone).strftime("%Y-%m-%d %H:%M")
-        who = event.actor_type + (f":{event.actor_id}" if event.actor_id else "")
-        detail = ", ".join(f"{k}={v}" for k, v in (event.data or {}).items() if k != "text")
-        lines.append(f"  {when}  {event.kind:<14} {who}  {detail}".rstrip())
+    lines.extend("  " + event_line(event, language, timezone) for event in shown)
     return "\n".join(lines)

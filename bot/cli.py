@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -18,15 +19,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from actions.desk import DeskService
+from bot.case_view import category_name, format_time
 from bot.i18n import t
 from bot.nlu_commands import nlu_app
 from bot.runtime import Store
 from bot.settings import Settings, SettingsError, load_settings
 from bot.user_commands import user_app
+from bot.wechat_commands import wechat_app
 from storage import cases as case_repo
 from storage import people
 from storage.db import DatabaseUnavailable, check_database
-from storage.directory import load_directory, parse_directory
+from storage.directory import (
+    Directory,
+    all_centres,
+    load_directory,
+    parse_directory,
+    unheard_centres,
+)
 from storage.errors import CaseNotFound, CentreNotFound, DirectoryFileError, MediatorNotFound
 from storage.migrate import head_revision, upgrade
 from storage.models import CaseStatus, MediatorRole, RiskLevel
@@ -49,6 +59,7 @@ app.add_typer(mediator_app, name="mediator")
 app.add_typer(case_app, name="case")
 app.add_typer(nlu_app, name="nlu")
 app.add_typer(user_app, name="user")
+app.add_typer(wechat_app, name="wechat")
 
 out = Console()
 err = Console(stderr=True)
@@ -84,10 +95,37 @@ def with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
         raise fail(t("cli.db_unreachable", settings.language, error=error)) from None
 
 
+@asynccontextmanager
+async def desk_for(settings: Settings, store: Store) -> AsyncIterator[DeskService]:
+    """The desk service for a command: with Telegram's ports when a bot token is set, so
+    what a command changes (a mediator removed, cases released) reaches people too."""
+    desk = DeskService(store, timezone=settings.timezone, link_base=settings.public_url)
+    if settings.telegram_bot_token is None:
+        yield desk
+        return
+    from telegram import Bot
+
+    from bot.channels.telegram_ports import (
+        TelegramCardTarget,
+        TelegramResidentPort,
+        TelegramStaffPort,
+    )
+
+    bot = Bot(settings.telegram_bot_token.get_secret_value(), base_url=settings.telegram_base_url)
+    async with bot:
+        desk.ports.register(TelegramResidentPort(bot))
+        desk.add_card_target(TelegramCardTarget(bot, store))
+        desk.add_staff_port(TelegramStaffPort(bot))
+        yield desk
+
+
 def setup_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from bot.channels.sanitise import install_log_filter
+
+    install_log_filter()  # one record, one line: untrusted values cannot forge lines
     # httpx logs every Bot API URL, which contains the bot token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # The escalation sweep runs every minute; APScheduler would log each run at INFO.
@@ -122,6 +160,23 @@ def centres_load(
 
     counts = with_store(settings, work)
     out.print(t("cli.centres_loaded", settings.language, path=file, **counts))
+    warn_unheard(directory, settings.language)
+
+
+#: How many centre codes a warning names before "…".
+SHOWN_CODES = 12
+
+
+def warn_unheard(directory: Directory, language: str) -> None:
+    """Say which centres' case cards reach no chat, and which go up the tree."""
+    nowhere, above = unheard_centres(directory)
+    if nowhere:
+        codes = ", ".join(nowhere[:SHOWN_CODES]) + (" …" if len(nowhere) > SHOWN_CODES else "")
+        text = t("cli.centres_unheard", language, count=len(nowhere), codes=codes)
+        err.print(text, markup=False, soft_wrap=True)
+    if above:
+        text = t("cli.centres_heard_above", language, count=len(above))
+        err.print(text, markup=False, soft_wrap=True)
 
 
 @mediator_app.command("add")
@@ -208,7 +263,15 @@ def mediator_deactivate(
                 mediator = await people.deactivate_mediator(session, channel, external_id)
             except MediatorNotFound as error:
                 raise fail(t("cli.mediator_not_found", lang, key=error.key)) from None
-            out.print(t("cli.mediator_deactivated", lang, alias=mediator.display_alias))
+        # Their open cases go back to the queue, announced, and the resident is told:
+        # nobody's messages may keep going to a person who left.
+        async with desk_for(settings, store) as desk:
+            released = await desk.deactivate(mediator)
+        out.print(t("cli.mediator_deactivated", lang, alias=mediator.display_alias))
+        if released:
+            out.print(
+                t("cli.cases_released", lang, count=len(released), references=", ".join(released))
+            )
 
     with_store(settings, work)
 
@@ -254,16 +317,21 @@ def case_list(
             )
         )
         for key in ("reference", "category", "status", "risk", "centre", "street", "created"):
-            table.add_column(t(f"cli.columns.{key}", lang))
+            # A reference must never be cut, however narrow the terminal.
+            table.add_column(
+                t(f"cli.columns.{key}", lang),
+                no_wrap=key == "reference",
+                min_width=len(listing.items[0].reference) if key == "reference" else None,
+            )
         for c in listing.items:
             table.add_row(
                 c.reference,
-                c.category,
-                c.status.value,
-                c.risk_level.value,
+                f"{category_name(c.category, lang)} ({c.category})",
+                t(f"dialogue.status_names.{c.status.value}", lang),
+                t(f"desk.risk.{c.risk_level.value}", lang),
                 c.centre.code if c.centre else "-",
                 c.street or "-",
-                c.created_at.strftime("%Y-%m-%d %H:%M"),
+                format_time(c.created_at, settings.timezone),
             )
         out.print(table)
 
@@ -306,6 +374,7 @@ def report(
     import csv
     import sys
 
+    from actions.casework import referrals_given
     from actions.casework import report as build_report
 
     settings = settings_or_exit()
@@ -318,6 +387,7 @@ def report(
     async def work(store: Store) -> None:
         async with store.sessions() as session:
             rows = await build_report(session)
+            referrals = await referrals_given(session)
         keys = (
             "centre",
             "category",
@@ -334,7 +404,12 @@ def report(
             writer.writerow(keys)
             for row in rows:
                 writer.writerow(["" if getattr(row, k) is None else getattr(row, k) for k in keys])
+            for topic, count in sorted(referrals.items()):
+                writer.writerow(["-", f"referral:{topic}", count] + [""] * (len(keys) - 3))
             return
+        if referrals:
+            listed = ", ".join(f"{topic} {count}" for topic, count in sorted(referrals.items()))
+            out.print(t("cli.report.referrals", lang, total=sum(referrals.values()), topics=listed))
         if not rows:
             out.print(t("cli.no_cases", lang))
             return
@@ -356,6 +431,39 @@ def _nlu_errors() -> tuple[type[Exception], ...]:
     return (ConfigError, ModelError, TrainingDataError)
 
 
+def ensure_directory(settings: Settings) -> None:
+    """An empty centre directory would file every case to nobody: load the configured
+    file (``TIAOJIE_CENTRES_FILE``) then, or refuse to start with one clear line."""
+
+    async def empty(store: Store) -> bool:
+        async with store.sessions() as session:
+            return not await all_centres(session)
+
+    if not with_store(settings, empty):
+        return
+    path = settings.centres_file
+    try:
+        directory = parse_directory(path) if path.is_file() else None
+    except DirectoryFileError as error:
+        text = t("cli.directory_error", settings.language, error=error)
+        err.print(text, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if directory is None or not directory.centres:
+        err.print(
+            t("cli.directory_missing", settings.language, path=path), markup=False, soft_wrap=True
+        )
+        raise typer.Exit(2)
+
+    async def work(store: Store) -> dict[str, int]:
+        async with store.sessions.begin() as session:
+            return await load_directory(session, directory)
+
+    counts = with_store(settings, work)
+    message = t("cli.directory_loaded_at_start", settings.language, path=path, **counts)
+    logging.getLogger(__name__).warning("%s", message)
+    warn_unheard(directory, settings.language)
+
+
 @app.command("run")
 def run() -> None:
     """Start the assistant: health check, REST channel and, with a bot token, Telegram."""
@@ -369,6 +477,7 @@ def run() -> None:
     settings = settings_or_exit()
     setup_logging(settings)
     with_store(settings, lambda store: asyncio.sleep(0))
+    ensure_directory(settings)
 
     async def serve() -> None:
         stop = asyncio.Event()

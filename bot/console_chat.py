@@ -13,9 +13,10 @@ import sys
 from typing import TextIO
 
 from bot.channels.text_input import text_to_event
-from bot.dialogue.model import ButtonEvent, Event, Reply
+from bot.dialogue.model import Button, ButtonEvent, Event, Reply
 from bot.i18n import t
 from bot.intake_service import IntakeService, Sender
+from storage import outbox
 
 CHANNEL = "console"
 
@@ -34,6 +35,22 @@ def render(replies: list[Reply], language: str) -> tuple[str, dict[str, str]]:
         if reply.request == "contact":
             lines.append("   " + t("console.type_phone", language))
     return "\n".join(lines), numbered
+
+
+async def waiting_messages(service: IntakeService, sender: Sender) -> list[Reply]:
+    """Messages the desk left for this console chat (the console's output port is the
+    same outbox the REST bridge reads, under the channel name ``console``)."""
+    async with service.store.sessions.begin() as session:
+        pending = await outbox.take_pending(session, CHANNEL, sender.chat_id)
+    return [
+        Reply(
+            text=str(item.get("text") or ""),
+            buttons=tuple(
+                (Button(str(b["title"]), str(b["payload"])),) for b in item.get("buttons") or []
+            ),
+        )
+        for item in pending
+    ]
 
 
 async def chat(
@@ -60,6 +77,8 @@ async def chat(
             ButtonEvent(numbered[line.strip()]) if line.strip() in numbered else text_to_event(line)
         )
         replies = await service.handle(sender, event)
+        # What a mediator (or the desk) sent since: the console's outbox, shown first.
+        replies = await waiting_messages(service, sender) + replies
         text, numbered = render(replies, language)
         stdout.write(text + "\n")
         stdout.flush()

@@ -13,12 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+    StatementError,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
@@ -30,10 +37,12 @@ from bot.dialogue.model import (
     AttachEvidence,
     AttachmentEvent,
     CaseFiled,
+    CaseWords,
     CommentCase,
     Event,
     FileCase,
     FlagUrgent,
+    GiveReferral,
     LookupStatus,
     Outcome,
     RateCase,
@@ -59,6 +68,11 @@ log = logging.getLogger(__name__)
 
 #: How many chats' states one process keeps in memory between their messages.
 STATE_CACHE_SIZE = 10_000
+#: What each channel can show; the engine never mentions a button the channel lacks.
+CHANNEL_FEATURES = {"telegram": frozenset({"buttons", "contact", "location"})}
+#: REST and callback bridges, the console and WeChat show choices (as buttons or
+#: numbered options) but have no share-my-number or share-my-location button.
+DEFAULT_FEATURES = frozenset({"buttons"})
 #: A resident's single message longer than this is refused politely (nothing stored).
 MAX_MESSAGE_CHARS = 20_000
 
@@ -93,15 +107,28 @@ class IntakeService:
         self.timezone = timezone
         #: Recently saved (state, version) per chat, oldest first; only a hint.
         self._states: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
+        #: Each recent chat's language, kept even when its cached state is dropped, so
+        #: an error is answered in the conversation's language, not a guess.
+        self._languages: dict[tuple[str, str], str] = {}
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
 
+    def context_for(self, channel: str) -> Context:
+        """The engine's context for one channel: what it can show (a share-my-number
+        button only on Telegram) and the resident's today in the district's zone."""
+        features = CHANNEL_FEATURES.get(channel, DEFAULT_FEATURES)
+        today = datetime.now(ZoneInfo(self.timezone)).date()
+        return replace(self.ctx, features=features, today=today)
+
     def _remember(self, key: tuple[str, str], state: dict[str, Any], version: int) -> None:
         """Keep the last saved state of recent chats, saving a read per message."""
         self._states[key] = (state, version)
+        self._languages[key] = str(state.get("lang") or "zh")
         if len(self._states) > STATE_CACHE_SIZE:
             self._states.pop(next(iter(self._states)))
+        if len(self._languages) > STATE_CACHE_SIZE:
+            self._languages.pop(next(iter(self._languages)))
 
     def _lock(self, sender: Sender) -> asyncio.Lock:
         key = (sender.channel, sender.chat_id)
@@ -127,9 +154,11 @@ class IntakeService:
             # The lock comes first: updates of one chat queue here in arrival order.
             async with lock:
                 if isinstance(event, TextEvent) and not event.parse and event.text.strip():
-                    event = TextEvent(event.text, dict(await self.nlu.parse(event.text)))
+                    event = TextEvent(event.text, await self.nlu.parse(event.text))
                 async for attempt in AsyncRetrying(
-                    retry=retry_if_exception_type(StaleState),
+                    # A lost race (another process saved first, or inserted the same row)
+                    # passes on fresh state; anything else is not retried here.
+                    retry=retry_if_exception_type((StaleState, IntegrityError)),
                     stop=stop_after_attempt(5),
                     wait=wait_random(0, 0.05),
                     reraise=True,
@@ -148,8 +177,8 @@ class IntakeService:
                 type(error).__name__,
             )
             log.debug("store failure", exc_info=error)
-            language = detect_language(event.text) if isinstance(event, TextEvent) else "zh"
-            return [Reply(t("dialogue.db_unavailable", language))]
+            key = "db_refused" if _permanent(error) else "db_unavailable"
+            return [Reply(t(f"dialogue.{key}", self._language_of(sender, event)))]
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
     async def _deliver(self, notices: list[Notice]) -> None:
@@ -162,6 +191,7 @@ class IntakeService:
         self, sender: Sender, event: Event, update_id: int | None
     ) -> tuple[list[Reply], list[Notice]]:
         key = (sender.channel, sender.chat_id)
+        ctx = self.context_for(sender.channel)
         # Safe without re-reading: a save only succeeds if nobody else saved since this
         # version (else StaleState, and the retry starts from the store).
         cached = self._states.pop(key, None)
@@ -170,7 +200,7 @@ class IntakeService:
             # Most messages only answer a question (no relay while an intake is open):
             # with the state in memory, the engine plus one UPDATE, no ORM session.
             state, version = cached
-            outcome = handle(state, event, self.ctx)
+            outcome = handle(state, event, ctx)
             if not outcome.actions:
                 async with self.store.engine.begin() as connection:
                     saved = await save_conversation(connection, *key, outcome.state, version)
@@ -191,7 +221,7 @@ class IntakeService:
                 if relayed is not None:
                     saved = await save_conversation(session, *key, relayed[1], version)
                     return self._done(key, relayed[1], saved, relayed[0]), notices
-                outcome = handle(state, event, self.ctx)
+                outcome = handle(state, event, ctx)
             state = outcome.state
             replies = list(outcome.replies)
             pending: list[Action] = list(outcome.actions)
@@ -202,15 +232,23 @@ class IntakeService:
                     resident = await get_or_create_resident(
                         session, sender.channel, sender.user_id, str(state.get("lang", "zh"))
                     )
-                result = await self._run(session, action, sender, resident, state, notices)
+                result = await self._run(session, action, sender, resident, state, notices, event)
                 if result is None:
                     continue
-                follow = handle(state, result, self.ctx)
+                follow = handle(state, result, ctx)
                 state = follow.state
                 replies.extend(follow.replies)
                 pending.extend(follow.actions)
             saved = await save_conversation(session, *key, state, version)
         return self._done(key, state, saved, replies), notices
+
+    def _language_of(self, sender: Sender, event: Event) -> str:
+        """The conversation's own language (from its saved state) for an error message;
+        guessed from the words only for a chat never seen."""
+        known = self._languages.get((sender.channel, sender.chat_id))
+        if known is not None:
+            return known
+        return detect_language(event.text) if isinstance(event, TextEvent) else "zh"
 
     def _done(
         self, key: tuple[str, str], state: dict[str, Any], version: int, replies: list[Reply]
@@ -230,9 +268,6 @@ class IntakeService:
     ) -> tuple[list[Reply], dict[str, Any]] | None:
         """While a mediator works the resident's case, their words go to the mediator.
 
-        Channels that cannot be written to first (REST, console) get the mediator's
-        answers so far with the reply; Telegram residents had them pushed already.
-
         Only when no new intake is in progress, and never for commands, buttons or an
         alarm (those still reach the engine: /status and /cancel keep working, and a
         risk is answered at once).
@@ -240,10 +275,11 @@ class IntakeService:
         if state.get("draft") or state.get("comment_for"):
             return None
         text = attachment = None
+        flagged = False
         if isinstance(event, TextEvent):
-            risk = (event.parse or {}).get("risk") or {}
-            if risk.get("flagged") or not event.text.strip():
+            if not event.text.strip():
                 return None
+            flagged = bool(event.parse.get("risk", {}).get("flagged"))
             text = event.text
         elif isinstance(event, AttachmentEvent):
             attachment = {
@@ -260,25 +296,19 @@ class IntakeService:
             return None
         actor = Actor("resident", str(case.resident_id))
         data: dict[str, Any] = {"text": text} if text is not None else dict(attachment or {})
+        if flagged:
+            data["flagged"] = True
         await casework.record_message(session, case, "message_in", actor, data)
-        notices.append(RelayNotice(case.reference, case.mediator.external_id, text, attachment))
+        notices.append(
+            RelayNotice(case.reference, case.mediator.external_id, text, attachment, flagged)
+        )
+        if flagged:
+            # The mediator sees the message, marked; the engine still answers the danger
+            # (help numbers, urgent flag, alert to the centre) as in every other state.
+            return None
+        # What the mediator said reaches every channel through its output port (the
+        # REST bridge's outbox, the callback URL, Telegram, WeChat): nothing to add here.
         replies: list[Reply] = []
-        state = dict(state)
-        if sender.channel != "telegram":
-            seen = int(state.get("seen_out") or 0)
-            for event_id, words in await casework.mediator_messages(session, case, seen):
-                replies.append(
-                    Reply(
-                        t(
-                            "dialogue.from_mediator",
-                            case.language,
-                            alias=case.mediator.display_alias,
-                            reference=case.reference,
-                            text=words,
-                        )
-                    )
-                )
-                state["seen_out"] = event_id
         return replies, state
 
     async def _run(
@@ -289,6 +319,7 @@ class IntakeService:
         resident: Resident,
         state: dict[str, object],
         notices: list[Notice],
+        event: Event | None = None,
     ) -> Event | None:
         """Carry out one action; its result goes back into the engine as an event."""
         language = str(state.get("lang", "zh"))
@@ -311,14 +342,43 @@ class IntakeService:
                     notices.append(CaseNotice(kind, filed.reference))  # type: ignore[arg-type]
                     return CaseFiled(filed.reference, reason, filed.centre_zh, filed.centre_en)
                 case UpdateCase(reference=reference, draft=draft):
-                    await intake.update_case(
+                    moved = await intake.update_case(
                         session, reference, draft, resident=resident, vault=self.store.vault
                     )
+                    if moved:
+                        notices.append(CaseNotice("moved", reference))
                     return None
                 case FlagUrgent(reference=reference, kinds=kinds):
-                    await intake.flag_urgent(session, reference, list(kinds), resident)
+                    words = action.words or _event_text(event)
+                    moved = await intake.flag_urgent(
+                        session,
+                        reference,
+                        list(kinds),
+                        resident,
+                        words,
+                        street=action.street,
+                        community=action.community,
+                    )
+                    if moved:
+                        notices.append(CaseNotice("moved", reference))
                     notices.append(CaseNotice("urgent", reference))
                     return ActionDone("urgent", reference)
+                case CaseWords(reference=reference, text=text):
+                    relay = await intake.add_words(session, reference, text, resident)
+                    if relay is not None:
+                        notices.append(RelayNotice(reference, relay, text))
+                    return None
+                case GiveReferral(topic=topic):
+                    chosen = state.get("draft")
+                    street = (
+                        str(chosen.get("street") or "") or None
+                        if isinstance(chosen, dict)
+                        else None
+                    )
+                    await intake.record_referral(
+                        session, topic, channel=sender.channel, street=street, language=language
+                    )
+                    return None
                 case RequestHuman(reference=reference):
                     await intake.request_human(session, reference, resident)
                     notices.append(CaseNotice("human", reference))
@@ -334,9 +394,12 @@ class IntakeService:
                         notices.append(CaseNotice("follow_up", reference))
                     return None
                 case CommentCase(reference=reference, text=text):
-                    await casework.comment(
+                    case = await casework.comment(
                         session, reference, text, (sender.channel, sender.chat_id)
                     )
+                    if await casework.follow_up_requested(session, case):
+                        # The supervisors were asked at the rating; now the words.
+                        notices.append(CaseNotice("follow_up", reference))
                     return None
                 case LookupStatus():
                     cases = await intake.lookup_status(session, resident)
@@ -348,6 +411,20 @@ class IntakeService:
             log.warning("action %s failed: %s", type(action).__name__, type(error).__name__)
             return None
         return None
+
+
+def _permanent(error: BaseException) -> bool:
+    """An error that the same message will meet again (a value the database refuses),
+    as opposed to one that passes (the database down, a lock, a lost race)."""
+    if isinstance(error, IntegrityError | DataError):
+        return True  # retried already: a race would have passed on fresh state
+    return isinstance(error, StatementError) and not isinstance(
+        error, OperationalError | InterfaceError
+    )
+
+
+def _event_text(event: Event | None) -> str:
+    return event.text if isinstance(event, TextEvent) else ""
 
 
 def _status_item(item: dict[str, object], language: str, timezone: str) -> dict[str, object]:

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 class CaseNotice:
     """A case was filed (``filed``), became urgent, or the resident asked for a person."""
 
-    kind: Literal["filed", "urgent", "human", "follow_up"]
+    kind: Literal["filed", "urgent", "human", "follow_up", "moved"]
     reference: str
 
 
@@ -29,6 +29,8 @@ class RelayNotice:
     mediator_external_id: str
     text: str | None = None
     attachment: dict[str, Any] | None = None
+    #: The risk rules flagged it: shown marked, with an "I'm on it" button.
+    flagged: bool = False
 
 
 Notice = CaseNotice | RelayNotice

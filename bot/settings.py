@@ -7,6 +7,7 @@ naming the variable, instead of a traceback deep inside a handler later.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -56,12 +57,26 @@ class Settings(BaseSettings):
         default=Path("storage/data/baoan_centres.yml"), alias="TIAOJIE_CENTRES_FILE"
     )
     sweep_seconds: int = Field(default=60, ge=0, le=3600, alias="TIAOJIE_SWEEP_SECONDS")
-    https: bool = Field(default=False, alias="TIAOJIE_HTTPS")
+    # WeChat Official Account (公众号) for residents; on when token, app id and secret are set.
+    wechat_token: SecretStr | None = Field(default=None, alias="WECHAT_TOKEN")
+    wechat_app_id: str | None = Field(default=None, alias="WECHAT_APP_ID")
+    wechat_app_secret: SecretStr | None = Field(default=None, alias="WECHAT_APP_SECRET")
+    wechat_aes_key: SecretStr | None = Field(default=None, alias="WECHAT_AES_KEY")
+    wechat_api_base_url: str = Field(
+        default="https://api.weixin.qq.com", alias="WECHAT_API_BASE_URL"
+    )
+    wechat_template_id_status: str | None = Field(default=None, alias="WECHAT_TEMPLATE_ID_STATUS")
+    #: Where people reach this installation (links to the web workspace on cards).
     public_url: str | None = Field(default=None, alias="TIAOJIE_PUBLIC_URL")
+    # The web workspace (/desk/).
+    https: bool = Field(default=False, alias="TIAOJIE_HTTPS")
     session_hours: int = Field(default=12, ge=1, le=24 * 14, alias="TIAOJIE_SESSION_HOURS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="TIAOJIE_LOG_LEVEL"
     )
+    # --- HTTP channels (REST and Rasa's callback channel)
+    rest_token: SecretStr | None = Field(default=None, alias="TIAOJIE_REST_TOKEN")
+    callback_url: str | None = Field(default=None, alias="TIAOJIE_CALLBACK_URL")
 
     @field_validator("database_url")
     @classmethod
@@ -76,11 +91,26 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
         return value
 
-    @field_validator("telegram_base_url", "rasa_url", "telegram_webhook_url", "public_url")
+    @field_validator("telegram_base_url", "rasa_url", "telegram_webhook_url", "callback_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("wechat_api_base_url")
+    @classmethod
+    def _plain_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value is not None else None
+
+    @field_validator("wechat_aes_key")
+    @classmethod
+    def _aes_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        """WeChat's EncodingAESKey: 43 characters of A-Z, a-z and 0-9."""
+        if value is not None and not re.match(r"^[A-Za-z0-9]{43}$", value.get_secret_value()):
+            raise ValueError("must be the 43-character EncodingAESKey from the WeChat console")
         return value
 
     @field_validator("telegram_bot_token")
@@ -88,6 +118,20 @@ class Settings(BaseSettings):
     def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not re.match(r"^\d+:[A-Za-z0-9_-]+$", value.get_secret_value()):
             raise ValueError("does not look like a bot token from @BotFather (digits:letters)")
+        return value
+
+    @field_validator("rest_token", "callback_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``TIAOJIE_REST_TOKEN=`` in an env file means "not set", not an empty token."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rest_token")
+    @classmethod
+    def _rest_token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        """A guessable or empty token would be no protection at all."""
+        if value is not None and len(value.get_secret_value().strip()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 24`)")
         return value
 
     @field_validator("telegram_webhook_secret")
@@ -105,8 +149,29 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def wechat_enabled(self) -> bool:
+        """The Official Account channel runs when its token, app id and secret are set."""
+        return bool(self.wechat_token and self.wechat_app_id and self.wechat_app_secret)
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        """True when only this machine can reach the HTTP server."""
+        host = self.http_host.strip().strip("[]").lower()
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def http_channels_open(self) -> bool:
+        """REST and callback channels run: behind a token, or reachable from here only."""
+        return self.rest_token is not None or self.listens_on_loopback
 
 
 def _describe(error: ValidationError) -> str:

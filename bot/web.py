@@ -1,4 +1,4 @@
-"""The aiohttp application: health check, the REST channel and Telegram's webhook.
+"""The aiohttp application: health check, the REST and callback channels, Telegram's webhook.
 
 Built with an application factory and typed :class:`web.AppKey` s so handlers get the
 store and settings without globals; cleanup contexts open and close the database, the
@@ -7,48 +7,33 @@ NLU backend and the Telegram bot in the right order.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from actions.desk import DeskService
 from actions.ports import ResidentPorts
-from bot.channels.rest import add_rest_channel
+from actions.scheduler import Job, Scheduler
+from bot.channels.callback import add_callback_channel
+from bot.channels.rest import RestPort, add_rest_channel
+from bot.console_chat import CHANNEL as CONSOLE_CHANNEL
 from bot.dialogue.engine import Context
 from bot.dialogue.forms import default_forms
 from bot.dialogue.geography import load_geography
+from bot.health import CALLBACK_ON, HEALTH_CHECKS, HealthCheck, add_health
+from bot.http_errors import error_middleware
 from bot.intake_service import IntakeService
 from bot.runtime import Store
 from bot.settings import Settings
 from bot.workspace.app import create_workspace
 from nlu.interface import NLUBackend
-from storage.db import DatabaseUnavailable, check_database, safe_url
 
 SETTINGS = web.AppKey("settings", Settings)
+RESIDENT_PORTS = web.AppKey("resident_ports", ResidentPorts)
+DESK_SERVICE = web.AppKey("desk_service", DeskService)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
 STORE = web.AppKey("store", Store)
 NLU = web.AppKey("nlu", NLUBackend)
-#: Extra health reporters: name → coroutine returning a dict.
-HEALTH_CHECKS = web.AppKey("health_checks", dict[str, Callable[[], Awaitable[dict[str, object]]]])
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """Database reachability plus whatever components registered a check.
-
-    Answers 200 when the database is up and 503 when it is not, so a load balancer or
-    systemd watchdog can act on the status code alone.
-    """
-    store = request.app[STORE]
-    body: dict[str, object] = {"status": "ok"}
-    try:
-        await check_database(store.engine)
-        body["database"] = {"status": "ok", "url": safe_url(str(store.engine.url))}
-        status = 200
-    except DatabaseUnavailable as error:
-        body["status"] = "degraded"
-        body["database"] = {"status": "unavailable", "error": str(error)}
-        status = 503
-    for name, check in request.app[HEALTH_CHECKS].items():
-        body[name] = await check()
-    return web.json_response(body, status=status)
 
 
 def engine_context(settings: Settings, threshold: float) -> Context:
@@ -66,13 +51,12 @@ def create_app(
     *,
     threshold: float = 0.3,
     store: Store | None = None,
-    ports: ResidentPorts | None = None,
 ) -> web.Application:
     """Application factory; pass a ``store`` to share one (tests), else one is opened."""
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[NLU] = nlu
-    app[HEALTH_CHECKS] = {"nlu": nlu.health}
+    app[HEALTH_CHECKS] = dict[str, HealthCheck](nlu=nlu.health)
     owned = store is None
     app[STORE] = store or Store.open(settings)
 
@@ -82,18 +66,62 @@ def create_app(
             await app[STORE].close()
 
     app.cleanup_ctx.append(close_store)
-    app.router.add_get("/healthz", healthz)
+    add_health(app, app[STORE], settings)
+    ports = ResidentPorts()
+    app[RESIDENT_PORTS] = ports
+    desk = DeskService(
+        app[STORE], ports=ports, timezone=settings.timezone, link_base=settings.public_url
+    )
+    app[DESK_SERVICE] = desk
     service = IntakeService(
         app[STORE],
         nlu,
         engine_context(settings, threshold),
         reference_prefix=settings.reference_prefix,
         timezone=settings.timezone,
+        notifier=desk,
     )
-    add_rest_channel(app, service)
+    # --- HTTP channels (REST outbox, Rasa callback) and their ports to residents
+    ports.register(add_rest_channel(app, service, settings))
+    ports.register(RestPort(app[STORE], CONSOLE_CHANNEL))  # `tiaojie chat` reads it
+    callback_port = add_callback_channel(app, service, settings)
+    if callback_port is not None:
+        ports.register(callback_port)
+    app[CALLBACK_ON] = callback_port is not None
+    # ---
     app.add_subapp("/desk/", create_workspace(settings, app[STORE], ports))
     if settings.telegram_bot_token is not None:
         from bot.channels.telegram import add_telegram
 
-        add_telegram(app, settings, service)
+        add_telegram(app, settings, service, desk, ports)
+    # --- WeChat Official Account (residents) and WeCom group robots (centres' cards).
+    if settings.wechat_enabled:
+        from bot.channels.wechat import add_wechat
+
+        add_wechat(app, settings, service, ports)
+    from bot.channels.wecom import add_wecom
+
+    add_wecom(app, settings, desk)
+    add_scheduler(app, settings, desk)
     return app
+
+
+def add_scheduler(app: web.Application, settings: Settings, desk: DeskService) -> None:
+    """The periodic jobs as a background task of the app, whatever channels are on."""
+    jobs = []
+    if settings.sweep_seconds > 0:
+        jobs.append(Job("sweep", settings.sweep_seconds, desk.sweep))
+    scheduler = Scheduler(app[STORE], jobs)
+    app[SCHEDULER] = scheduler
+
+    async def run_jobs(app: web.Application) -> AsyncIterator[None]:
+        scheduler.start()
+        yield
+        await scheduler.stop()
+
+    app.cleanup_ctx.append(run_jobs)
+
+    async def health() -> dict[str, object]:
+        return scheduler.health()
+
+    app[HEALTH_CHECKS]["scheduler"] = health

@@ -125,7 +125,11 @@ def parse_date(text: str, today: date | None = None) -> str | None:
         return (today + timedelta(days=_RELATIVE_DAYS[text])).isoformat()
     if match := _FULL.match(text):
         year, month, day = _year(match[1]), _int(match[2]), _int(match[3])
-        found = _safe(year, month, day) if None not in (year, month, day) else None
+        found = (
+            _safe(year, month, day)
+            if year is not None and month is not None and day is not None
+            else None
+        )
         return found.isoformat() if found else None
     if match := _YEAR_MONTH.match(text.removesuffix("份")):
         year, month = _year(match[1]), _int(match[2])

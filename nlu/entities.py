@@ -157,8 +157,8 @@ class EntityExtractor:
         found: list[tuple[int, int, str, Any, dict[str, Any]]] = []
         for start, end, value in find_amounts(text):
             found.append((start, end, "amount", value, {}))
-        for start, end, value in find_dates(text):
-            found.append((start, end, "date", value, {}))
+        for start, end, day in find_dates(text):
+            found.append((start, end, "date", day, {}))
         for start, end, iso, details in find_durations(text):
             found.append((start, end, "duration", iso, {"additional_info": details}))
         for start, end, people in find_headcounts(text):

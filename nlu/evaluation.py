@@ -202,7 +202,7 @@ def _plots(predictions: Predictions, out: Path) -> None:
         if p["intent"]["name"] != g
     ]
     figure, axes = plt.subplots(figsize=(8, 5))
-    bins = np.linspace(0, 1, 21)
+    bins = [i / 20 for i in range(21)]
     axes.hist([right, wrong], bins=bins, label=["correct", "wrong"], color=["#2a9d8f", "#e76f51"])
     axes.set_xlabel("confidence")
     axes.set_ylabel("messages")

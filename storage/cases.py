@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import case as sql_case
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -184,7 +184,10 @@ async def list_cases(
     page, page_size = max(1, page), min(max(1, page_size), 200)
     conditions = []
     if centre_ids is not None:
-        conditions.append(Case.centre_id.in_(list(centre_ids)))
+        # Where the case is now or where it was routed (it stays visible at home after
+        # moving up on escalation).
+        ids = list(centre_ids)
+        conditions.append(or_(Case.centre_id.in_(ids), Case.home_centre_id.in_(ids)))
     if statuses:
         conditions.append(Case.status.in_(list(statuses)))
     if category:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import DirectoryFileError
 from storage.models import Centre, CentreDepartment, CentreLevel, Department
+from storage.wechat import set_wecom_webhook
 
 _LINE = "__line__"
 
@@ -28,7 +29,9 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _mapping_with_line(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
-    mapping = loader.construct_mapping(node, deep=True)
+    mapping: dict[str, Any] = {
+        str(key): value for key, value in loader.construct_mapping(node, deep=True).items()
+    }
     mapping[_LINE] = node.start_mark.line + 1
     return mapping
 
@@ -47,7 +50,7 @@ class DepartmentEntry(BaseModel):
     code: str = Field(pattern=r"^[a-z0-9_-]{2,64}$")
     name_zh: str = Field(min_length=1)
     name_en: str = Field(min_length=1)
-    kind: Literal["administrative", "judicial", "people", "social"] = "administrative"
+    kind: Literal["administrative", "judicial", "people", "social", "legal_aid"] = "administrative"
     telegram_chat_id: int | None = None
 
 
@@ -65,6 +68,8 @@ class CentreEntry(BaseModel):
     longitude: float | None = Field(default=None, ge=-180, le=180)
     telegram_chat_id: int | None = None
     telegram_thread_id: int | None = None
+    #: WeCom group robot (企业微信群机器人) webhook where the centre's cases are posted.
+    wecom_webhook: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=512)
     claim_minutes: ClaimMinutes | None = None
     departments: list[str] = Field(default_factory=list)
 
@@ -207,22 +212,25 @@ async def load_directory(session: AsyncSession, directory: Directory) -> dict[st
     centres: dict[str, Centre] = {
         c.code: c for c in (await session.execute(select(Centre))).scalars()
     }
-    for entry in directory.centres:  # parents come first in a well-formed file
-        values = entry.model_dump(exclude={"parent", "claim_minutes", "departments"})
-        minutes = entry.claim_minutes or ClaimMinutes()
+    for centre_entry in directory.centres:  # parents come first in a well-formed file
+        values = centre_entry.model_dump(
+            exclude={"parent", "claim_minutes", "departments", "wecom_webhook"}
+        )
+        minutes = centre_entry.claim_minutes or ClaimMinutes()
         values["claim_minutes_normal"] = minutes.normal
         values["claim_minutes_urgent"] = minutes.urgent
-        values["level"] = entry.level
+        values["level"] = centre_entry.level
         created = _upsert(session, centres, Centre, values)
         counts["created" if created else "updated"] += 1
     await session.flush()
-    for entry in directory.centres:
-        centre = centres[entry.code]
-        centre.parent_id = centres[entry.parent].id if entry.parent else None
+    for centre_entry in directory.centres:
+        centre = centres[centre_entry.code]
+        centre.parent_id = centres[centre_entry.parent].id if centre_entry.parent else None
+        await set_wecom_webhook(session, centre.id, centre_entry.wecom_webhook)
         await session.execute(
             delete(CentreDepartment).where(CentreDepartment.centre_id == centre.id)
         )
-        for code in entry.departments:
+        for code in centre_entry.departments:
             session.add(CentreDepartment(centre_id=centre.id, department_id=departments[code].id))
     await session.flush()
     return counts
@@ -248,3 +256,33 @@ async def get_centre(session: AsyncSession, code: str) -> Centre | None:
 
 async def all_centres(session: AsyncSession) -> list[Centre]:
     return list((await session.execute(select(Centre).order_by(Centre.id))).scalars())
+
+
+async def first_department_for(session: AsyncSession, category: str) -> Department | None:
+    """The first department (file order) the directory routes ``category`` to."""
+    departments = (await session.execute(select(Department).order_by(Department.id))).scalars()
+    return next((d for d in departments if category in (d.categories or [])), None)
+
+
+def unheard_centres(directory: Directory) -> tuple[list[str], list[str]]:
+    """Centres whose case cards can reach no Telegram group: ``(nowhere, above)``.
+
+    ``nowhere``: neither the centre nor any centre above it has a group, so a card for
+    a case there reaches no chat at all; ``above``: no group of its own, its cards go
+    to the nearest centre up the tree that has one. The loader warns about both.
+    """
+    by_code = {entry.code: entry for entry in directory.centres}
+    nowhere: list[str] = []
+    above: list[str] = []
+    for entry in directory.centres:
+        if entry.telegram_chat_id is not None:
+            continue
+        node = by_code.get(entry.parent) if entry.parent else None
+        seen = {entry.code}
+        while node is not None and node.telegram_chat_id is None and node.code not in seen:
+            seen.add(node.code)
+            node = by_code.get(node.parent) if node.parent else None
+        (above if node is not None and node.telegram_chat_id is not None else nowhere).append(
+            entry.code
+        )
+    return nowhere, above

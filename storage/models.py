@@ -264,8 +264,13 @@ class Case(Base):
     fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     street: Mapped[str | None] = mapped_column(String(64))
     community: Mapped[str | None] = mapped_column(String(64))
-    centre_id: Mapped[int | None] = mapped_column(ForeignKey("centres.id"))
-    department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))
+    #: Where the case is now (moves up on escalation, across on transfer). Never empty:
+    #: a case nobody can see is a resident nobody answers (the district if nothing else).
+    centre_id: Mapped[int] = mapped_column(ForeignKey("centres.id"))
+    #: Where it was routed to (its street or station); its people may still claim it
+    #: after it moved up, and the cards there keep showing who has it.
+    home_centre_id: Mapped[int | None] = mapped_column(ForeignKey("centres.id"))
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
     mediator_id: Mapped[int | None] = mapped_column(ForeignKey("mediators.id"), index=True)
     resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"), index=True)
     channel: Mapped[str] = mapped_column(String(32))
@@ -279,14 +284,21 @@ class Case(Base):
     rating_comment: Mapped[str | None] = mapped_column(Text)
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
     escalate_at: Mapped[datetime | None] = mapped_column(index=True)
+    #: An emergency alert not yet acknowledged by a person must be by then, or it goes
+    #: up a level (``alert_level`` counts how far it went).
+    ack_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    alert_level: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     claimed_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
 
-    centre: Mapped[Centre | None] = relationship(lazy="selectin")
-    department: Mapped[Department | None] = relationship(lazy="selectin")
+    centre: Mapped[Centre] = relationship(lazy="selectin", foreign_keys=[centre_id])
+    home_centre: Mapped[Centre | None] = relationship(
+        lazy="selectin", foreign_keys=[home_centre_id]
+    )
+    department: Mapped[Department] = relationship(lazy="selectin")
     mediator: Mapped[Mediator | None] = relationship(lazy="selectin")
     resident: Mapped[Resident | None] = relationship(lazy="selectin")
 
@@ -313,6 +325,34 @@ class ProcessedUpdate(Base):
     source: Mapped[str] = mapped_column(String(32), primary_key=True)
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     processed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobLease(Base):
+    """Who runs a periodic job (or leads) now: one holder at a time across processes.
+
+    Taken and renewed with one conditional UPDATE, so two processes never both believe
+    they hold it; a holder that dies loses it when ``expires_at`` passes.
+    """
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime]
+
+
+class ReferralGiven(Base):
+    """A resident was told mediation is not the way and where to go (a first-class
+    outcome in the reports, whether or not they booked a legal consultation)."""
+
+    __tablename__ = "referrals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    topic: Mapped[str] = mapped_column(String(40), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    street: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(8), default="zh")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class AppendOnlyError(RuntimeError):

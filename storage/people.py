@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import CentreNotFound, MediatorNotFound
-from storage.models import Centre, Mediator, MediatorRole, Resident
+from storage.models import Centre, Mediator, MediatorRole, Resident, utcnow
 from storage.phone import PhoneVault, mask_phone
 
 
@@ -76,15 +78,30 @@ async def deactivate_mediator(session: AsyncSession, channel: str, external_id: 
 async def get_or_create_resident(
     session: AsyncSession, channel: str, external_id: str, language: str = "zh"
 ) -> Resident:
+    """The resident behind ``(channel, external_id)``, inserted on first sight.
+
+    Two processes can see the same new resident at once (a redelivered update handled
+    by two workers). A plain INSERT would make the loser fail with an IntegrityError
+    after the winner committed, so the insert is ``ON CONFLICT DO NOTHING`` and the row
+    is read back either way.
+    """
     query = select(Resident).where(
         Resident.channel == channel, Resident.external_id == str(external_id)
     )
     resident = (await session.execute(query)).scalar_one_or_none()
-    if resident is None:
-        resident = Resident(channel=channel, external_id=str(external_id), language=language)
-        session.add(resident)
-        await session.flush()
-    return resident
+    if resident is not None:
+        return resident
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(Resident)
+        .values(
+            channel=channel, external_id=str(external_id), language=language, created_at=utcnow()
+        )
+        .on_conflict_do_nothing(index_elements=["channel", "external_id"])
+    )
+    await session.execute(statement)
+    return (await session.execute(query.execution_options(populate_existing=True))).scalar_one()
 
 
 async def set_resident_phone(

@@ -58,3 +58,14 @@ class PhoneVault:
             return self._fernet.decrypt(token).decode("utf-8")
         except InvalidToken:
             return None
+
+
+#: Mobile numbers (with +86, spaces or dashes) and landlines inside free text.
+_PHONE_IN_TEXT = re.compile(
+    r"(?<!\d)(?:\+?86[\s-]?)?(?:1[3-9]\d(?:[\s-]?\d){8}|0\d{2,3}[\s-]?\d{7,8})(?!\d)"
+)
+
+
+def mask_phones_in_text(text: str) -> str:
+    """Every phone number inside ``text`` masked (``138****5678``), for cards and logs."""
+    return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group()), text or "")

@@ -7,7 +7,7 @@ such module is imported here, once, so its tables join ``Base.metadata``.
 
 from __future__ import annotations
 
-from storage import accounts, models, summons
+from storage import accounts, models, outbox, summons, wechat
 from storage.models import Base
 
-__all__ = ["Base", "accounts", "models", "summons"]
+__all__ = ["Base", "accounts", "models", "outbox", "summons", "wechat"]

@@ -34,7 +34,7 @@ from bot.dialogue.model import (
 )
 
 CTX = Context(forms=default_forms(), geography=default_geography())
-CATEGORIES = [c for c in CTX.forms.categories]
+CATEGORIES = CTX.forms.disputes
 
 
 def parse(
@@ -147,9 +147,9 @@ def test_every_category_files_a_case(category: str) -> None:
     assert chat.step == "done" and chat.state["draft"] is None
 
 
-def test_entities_in_first_message_are_confirmed_not_asked() -> None:
+def test_entities_in_first_message_are_confirmed_with_the_kind_not_asked() -> None:
     chat = Chat()
-    chat.text(
+    out = chat.text(
         "我在美团送外卖,站长扣了我3000块,在福永",
         intent="dispute_gig_work",
         entities=[
@@ -157,18 +157,21 @@ def test_entities_in_first_message_are_confirmed_not_asked() -> None:
             {"entity": "amount", "value": 3000, "start": 12, "end": 17},
         ],
     )
-    out = chat.send(ButtonEvent("yes"))
-    assert chat.step == "confirm_prefill"
-    assert "美团" in out.replies[0].text and "3,000" in out.replies[0].text
-    assert "福永" in out.replies[0].text
+    # One step confirms the kind and everything the message said.
+    assert chat.step == "confirm_category"
+    confirm = out.replies[-1].text
+    assert "新业态" in confirm or "Gig" in confirm
+    assert "美团" in confirm and "3,000" in confirm and "福永" in confirm
     chat.send(ButtonEvent("yes"))
     draft = chat.state["draft"]
     assert draft["slots"]["platform"] == "美团" and draft["slots"]["amount"] == 3000
+    assert draft["slots"]["counterparty"] == "美团"  # the platform is the other party
+    assert draft["slots"]["issue"] == "deductions"  # 扣 is the form's keyword
     asked = set()
     while chat.step == "slot":
         asked.add(chat.state["draft"]["slot"])
         answer_slots(chat)
-    assert not asked & {"platform", "amount"}
+    assert not asked & {"platform", "amount", "counterparty", "issue"}
     # The street came from the message too: only its community is still asked.
     assert chat.step == "community" and draft["street"] == "fuyong"
 
@@ -180,7 +183,10 @@ def test_prefill_rejected_means_asking() -> None:
         intent="dispute_gig_work",
         entities=[{"entity": "platform", "value": "美团"}, {"entity": "amount", "value": 3000}],
     )
-    chat.send(ButtonEvent("yes"))
+    chat.send(ButtonEvent("no"))  # not this kind: choose one
+    assert chat.step == "choose_category"
+    chat.send(ButtonEvent("cat:dispute_gig_work"))
+    assert chat.step == "confirm_prefill" and "美团" in chat.texts()
     chat.send(ButtonEvent("no"))
     assert chat.step == "slot" and chat.state["draft"]["slots"] == {}
 
@@ -358,9 +364,13 @@ def test_emergency_at_every_step(step: str) -> None:
 def test_emergency_then_finishing_the_form_updates_the_same_case() -> None:
     chat = drive_to("slot")
     chat.send(TextEvent("我想死", parse("emergency", 0.9, risk=True)))
-    chat.send(CaseFiled("BA-20261126-0003", "emergency"))
+    out = chat.send(CaseFiled("BA-20261126-0003", "emergency"))
+    # Where the resident is comes first: it routes the filed case to the nearest staff.
+    assert chat.step == "street" and "street:xixiang" in chat.payloads()
+    out = chat.send(ButtonEvent("street:xixiang"))
+    [moved] = out.actions
+    assert isinstance(moved, UpdateCase) and moved.draft["street"] == "xixiang"
     answer_slots(chat)
-    chat.send(ButtonEvent("street:none"))
     chat.send(ButtonEvent("skip"))
     chat.send(ButtonEvent("yes"))
     out = chat.send(ButtonEvent("submit"))
@@ -521,5 +531,6 @@ def test_a_bare_role_word_is_asked_not_prefilled() -> None:
             {"entity": "counterparty", "value": "宏达电子厂", "additional_info": {"kind": "name"}}
         ],
     )
-    out = chat.send(ButtonEvent("yes"))
-    assert chat.step == "confirm_prefill" and "宏达电子厂" in out.replies[0].text
+    assert chat.step == "confirm_category" and "宏达电子厂" in chat.texts()
+    chat.send(ButtonEvent("yes"))
+    assert chat.state["draft"]["slots"]["employer"] == "宏达电子厂"

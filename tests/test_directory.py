@@ -56,7 +56,7 @@ async def test_load_is_idempotent(store: Store) -> None:
         ).scalar_one()
         gushu = await get_centre(session, "xixiang-gushu")
         fuyong = await get_centre(session, "fuyong")
-    assert centres == 31 and departments == 12
+    assert centres == 31 and departments == 24
     assert gushu is not None and gushu.community == "固戍" and gushu.level == CentreLevel.COMMUNITY
     assert fuyong is not None and "fuyong_gig_labour_room" in {d.code for d in fuyong.departments}
 
@@ -69,7 +69,7 @@ async def test_another_district_updates_in_place(store: Store, tmp_path: Path) -
     path.write_text(changed, encoding="utf-8")
     async with store.sessions.begin() as session:
         counts = await load_directory(session, parse_directory(path))
-    assert counts == {"created": 0, "updated": 43}
+    assert counts == {"created": 0, "updated": 55}
     async with store.sessions() as session:
         assert (await get_centre(session, "xixiang-gushu")).name_zh == "固戍社区调处站(新)"
 

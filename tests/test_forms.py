@@ -31,6 +31,9 @@ CATEGORIES = {
     "dispute_other",
 }
 
+# Kinds that are no dispute: danger with no dispute behind it, a booked consultation.
+OTHER_KINDS = {"emergency", "legal_consultation"}
+
 # Asked by the engine for every category; a form must not ask them again.
 ENGINE_SLOTS = {"location", "street", "community", "phone", "consent"}
 
@@ -41,11 +44,12 @@ def forms() -> Forms:
 
 
 def test_every_category_has_a_form(forms: Forms) -> None:
-    assert set(forms.categories) == CATEGORIES
+    assert set(forms.categories) == CATEGORIES | OTHER_KINDS
+    assert set(forms.disputes) == CATEGORIES
 
 
 def test_each_file_is_named_after_its_category() -> None:
-    assert {path.stem for path in FORMS_DIR.glob("*.yml")} == CATEGORIES
+    assert {path.stem for path in FORMS_DIR.glob("*.yml")} == CATEGORIES | OTHER_KINDS
 
 
 @pytest.mark.parametrize("category", sorted(CATEGORIES))
@@ -79,7 +83,12 @@ def test_gig_work_prefills_platform_and_amount(forms: Forms) -> None:
             {"entity": "amount", "value": 3000},
         ]
     }
-    assert prefill(form.slots, parse) == {"platform": "美团", "amount": 3000}
+    # The platform also answers "who is the other party" (fallback_entity).
+    assert prefill(form.slots, parse) == {
+        "platform": "美团",
+        "counterparty": "美团",
+        "amount": 3000,
+    }
 
 
 @pytest.mark.parametrize(

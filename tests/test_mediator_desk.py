@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import update
 
 from actions import casework
-from bot.channels.telegram import DESK
+from bot.web import DESK_SERVICE
 from nlu.interface import NLUBackend
 from storage import cases as case_repo
 from storage.models import CaseStatus, Centre, MediatorRole
@@ -121,6 +121,9 @@ async def test_full_mediation_loop(sqlite_url: str, nlu: NLUBackend, tmp_path: A
             timeout=10,
         )
         assert "调解员1" in back[-1].params["text"]
+        await bot.api.wait_for(
+            "sendMessage", lambda c: c.chat_id == 9101 and "已发送" in c.params["text"], timeout=10
+        )
         assert "已发送" in await private(bot, 9101, f"/reply {reference} 请带上工资条")
 
         # Case work by the mediator.
@@ -249,8 +252,9 @@ async def test_sweep_escalates_and_announces_upward(
         await card_of(bot, STATION_CHAT, reference)
         async with bot.store.sessions() as session:
             due = (await case_repo.get_case(session, reference)).escalate_at
-        the_desk = bot.app[DESK]
-        assert await the_desk.sweep(due - timedelta(minutes=1)) == {"escalated": 0, "announced": 0}
+        the_desk = bot.app[DESK_SERVICE]
+        quiet = await the_desk.sweep(due - timedelta(minutes=1))
+        assert quiet["escalated"] == 0 and quiet["announced"] == 0
         assert (await the_desk.sweep(due + timedelta(seconds=1)))["escalated"] == 1
         await card_of(bot, STREET_CHAT, reference)
         async with bot.store.sessions() as session:

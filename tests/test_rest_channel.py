@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -110,9 +112,8 @@ async def test_healthz_reports_database_and_nlu(client) -> None:
 
 
 async def test_rest_resident_talks_with_mediator_through_the_case(client) -> None:
-    from actions import casework
     from actions.intake import file_case
-    from storage.cases import Actor
+    from bot.web import DESK_SERVICE
     from storage.people import add_mediator, get_or_create_resident
 
     http, store = client
@@ -142,15 +143,15 @@ async def test_rest_resident_talks_with_mediator_through_the_case(client) -> Non
             display_alias="调解员阿芳",
             centre_code="xixiang",
         )
-        await casework.claim(session, filed.reference, mediator)
-        case = await case_repo.get_case(session, filed.reference)
-        await casework.record_message(
-            session, case, "message_out", Actor.of(mediator), {"text": "您好,我明天上门看看"}
-        )
+    # The mediator works the case through the app's own desk service; what they say
+    # waits in the REST outbox for the bridge's next request.
+    desk = http.server.app[DESK_SERVICE]
+    await desk.claim(filed.reference, mediator)
+    assert await desk.reply(filed.reference, mediator, "您好,我明天上门看看")
     body = await send(http, who, "好的,我明天在家")
-    assert [item["text"] for item in body] == [
-        "【" + filed.reference + "】调解员 调解员阿芳:您好,我明天上门看看"
-    ]
+    texts = [item["text"] for item in body]
+    assert len(texts) == 2 and "调解员阿芳" in texts[0]  # claimed: who has the case
+    assert texts[1] == "【" + filed.reference + "】调解员 调解员阿芳:\n您好,我明天上门看看"
     body = await send(http, who, "几点来?")
     assert body == []  # nothing new from the mediator yet; the message went to them
     async with store.sessions() as session:
@@ -161,3 +162,92 @@ async def test_rest_resident_talks_with_mediator_through_the_case(client) -> Non
             if e.kind == "message_in"
         ]
     assert texts == ["好的,我明天在家", "几点来?"]
+
+
+# ------------------------------------------------------- input cleaned at the edge
+
+JUNK = "\x00\ud800\udfff\x1b"
+
+
+@pytest.fixture
+async def any_db_client(
+    db_url: str, nlu: NLUBackend, tmp_path: Path
+) -> AsyncIterator[tuple[TestClient, Store]]:
+    """The REST app on a fresh SQLite file and on PostgreSQL."""
+    settings = load_settings(database_url=db_url, data_dir=tmp_path / "var")
+    store = Store.open(settings)
+    app = create_app(settings, nlu, store=store)
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client, store
+    await store.close()
+
+
+async def _raw_send(http: TestClient, sender: str, message: str) -> list[dict[str, Any]]:
+    """Send as a bridge would, with \\u escapes, so lone surrogates survive the trip."""
+    body = json.dumps({"sender": sender, "message": message}).encode()
+    response = await http.post(URL, data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def test_nul_and_lone_surrogates_never_block_filing(any_db_client) -> None:
+    """Finding 6: such a character once saved made every later submit fail."""
+    http, store = any_db_client
+    who = "junk-" + JUNK
+    body = await _raw_send(http, who, f"邻居{JUNK}天天半夜装修,吵得{JUNK}睡不着")
+    recipient = body[0]["recipient_id"]
+    assert "\x00" not in recipient and "\ufffd" in recipient
+    for _ in range(14):
+        buttons = payloads(body)
+        if any(p.startswith("street:") for p in buttons):
+            body = await _raw_send(http, who, "street:xixiang")
+        elif any(p.startswith("comm:") for p in buttons):
+            body = await _raw_send(http, who, "comm:")
+        elif "submit" in buttons:
+            break
+        elif buttons[:2] == ["yes", "no"]:
+            body = await _raw_send(http, who, "yes")
+        elif any(p.startswith("cat:") for p in buttons):
+            body = await _raw_send(http, who, "cat:dispute_neighbor")
+        elif any(p.startswith("choice:") for p in buttons):
+            body = await _raw_send(http, who, next(p for p in buttons if p.startswith("choice:")))
+        elif "skip" in buttons:
+            body = await _raw_send(http, who, "skip")
+        else:
+            body = await _raw_send(http, who, f"楼上{JUNK}王先生")
+    assert "submit" in payloads(body), body
+    body = await _raw_send(http, who, "submit")
+    texts = " ".join(item["text"] for item in body)
+    match = re.search(r"BA-\d{8}-\d{4}", texts)
+    assert match, texts
+    async with store.sessions() as session:
+        case = await case_repo.get_case(session, match.group())
+    stored = case.resident_words + json.dumps(case.fields, ensure_ascii=False)
+    assert "\x00" not in stored and "\ufffd" in case.resident_words
+    assert case.channel == "rest"
+    # And the chat keeps working after filing.
+    assert await _raw_send(http, who, "/status")
+
+
+async def test_sender_with_newline_cannot_forge_a_log_line(
+    client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 8: ids are one line at the edge, and the log filter catches the rest."""
+    import logging
+
+    from bot.channels.sanitise import OneLineLogFilter
+
+    http, _ = client
+    forged = "u1\n2026-11-30 00:00:00 WARNING root: FORGED"
+    caplog.set_level(logging.DEBUG)
+    await send(http, forged.replace("\n", "\ufffd"), "hi")  # what the bridge gets back
+    caplog.clear()
+    response = await http.post(URL, json={"sender": forged, "message": "hi"})
+    assert response.status == 200
+    assert (await response.json())[0]["recipient_id"] == forged.replace("\n", "\ufffd")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines and not any("\n" in line for line in lines)
+    # And a value logged unescaped anywhere else stays on its line through the filter.
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "sender %s", (forged,), None)
+    assert OneLineLogFilter().filter(record)
+    assert "\n" not in record.getMessage() and "\\n2026" in record.getMessage()

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from bot.runtime import Store
 from storage import cases, conversations, people, updates
-from storage.directory import get_centre
+from storage.directory import first_department_for, get_centre
 from storage.errors import (
     AlreadyClaimed,
     CaseNotFound,
@@ -30,6 +30,9 @@ async def _file(store: Store, **extra: object) -> str:
             resident_words="老板欠我三个月工资",
             channel="telegram",
             centre_id=centre.id if centre else None,
+            department=await first_department_for(
+                session, str(extra.get("category", "dispute_labor"))
+            ),
             street="西乡",
             **extra,
         )

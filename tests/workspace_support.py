@@ -30,14 +30,18 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 class RecordingPort:
-    """A resident port that keeps what it was asked to send (implements ResidentPort)."""
+    """A resident port that keeps what it was asked to send (implements ResidentPort),
+    and hands it on to the channel's real port when given one."""
 
-    def __init__(self, channel: str) -> None:
+    def __init__(self, channel: str, forward_to: Any = None) -> None:
         self.channel = channel
+        self.forward_to = forward_to
         self.sent: list[tuple[str, list[Reply], str]] = []
 
     async def send(self, chat_id: str, replies: Sequence[Reply], *, language: str) -> None:
         self.sent.append((chat_id, list(replies), language))
+        if self.forward_to is not None:
+            await self.forward_to.send(chat_id, replies, language=language)
 
 
 def workspace_settings(tmp_path: Path, **overrides: Any) -> Settings:

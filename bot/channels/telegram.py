@@ -9,6 +9,7 @@ a burst of replies never trips Telegram's flood limits.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import html
 import logging
@@ -16,14 +17,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from telegram import (
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    KeyboardButton,
     ReplyKeyboardMarkup,
     ReplyKeyboardRemove,
     Update,
 )
-from telegram.constants import ParseMode
+from telegram.constants import ChatType, ParseMode
+from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -35,7 +34,16 @@ from telegram.ext import (
 )
 from yarl import URL
 
+from actions.desk import DeskService
+from actions.ports import ResidentPorts
+from bot.channels.sanitise import clean_text
 from bot.channels.telegram_desk import TelegramDesk
+from bot.channels.telegram_ports import (
+    TelegramCardTarget,
+    TelegramResidentPort,
+    TelegramStaffPort,
+    reply_markup,
+)
 from bot.channels.text_input import COMMAND, PAYLOAD
 from bot.dialogue.model import (
     AttachmentEvent,
@@ -48,6 +56,7 @@ from bot.dialogue.model import (
     TextEvent,
     UnsupportedEvent,
 )
+from bot.http_errors import BadBody, error_response, read_json
 from bot.i18n import normalise_language, t
 from bot.intake_service import IntakeService, Sender
 from bot.settings import Settings
@@ -87,42 +96,13 @@ def _language(update: Update) -> str:
 # ------------------------------------------------------------------------- replies
 
 
-def _markup(reply: Reply, language: str) -> InlineKeyboardMarkup | ReplyKeyboardMarkup | None:
-    if reply.buttons:
-        return InlineKeyboardMarkup(
-            [
-                [InlineKeyboardButton(b.title, callback_data=b.payload) for b in row]
-                for row in reply.buttons
-            ]
-        )
-    if reply.request == "contact":
-        return ReplyKeyboardMarkup(
-            [[KeyboardButton(t("dialogue.share_contact_button", language), request_contact=True)]],
-            resize_keyboard=True,
-            one_time_keyboard=True,
-        )
-    if reply.request == "location":
-        return ReplyKeyboardMarkup(
-            [
-                [
-                    KeyboardButton(
-                        t("dialogue.share_location_button", language), request_location=True
-                    )
-                ]
-            ],
-            resize_keyboard=True,
-            one_time_keyboard=True,
-        )
-    return None
-
-
 async def send_replies(
     context: ContextTypes.DEFAULT_TYPE, chat_id: int, replies: list[Reply], language: str
 ) -> None:
     """Send replies as HTML-escaped text; drop a stale share-contact keyboard once."""
     chat_data = context.chat_data if context.chat_data is not None else {}
     for reply in replies:
-        markup: object = _markup(reply, language)
+        markup: object = reply_markup(reply, language)
         if markup is None and chat_data.get("keyboard"):
             markup = ReplyKeyboardRemove()
             chat_data["keyboard"] = False
@@ -152,26 +132,36 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     message = update.effective_message
     if message is None or message.text is None:
         return
-    command = COMMAND.match(message.text.strip())
+    # Polling delivers what Telegram's JSON held: NUL and lone surrogates are cleaned
+    # here as on every other edge, so they can never block a later save.
+    text = clean_text(message.text)
+    command = COMMAND.match(text.strip())
     event: Event
     if command:
         event = CommandEvent(command.group(1).lower(), (command.group(2) or "").strip())
     else:
-        event = TextEvent(message.text)
+        event = TextEvent(text)
     await _run(update, context, event)
 
 
 async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A pressed inline button. Callback data is checked, never trusted."""
+    """A pressed inline button of a resident's conversation. Callback data is checked,
+    never trusted, and only presses in a private chat reach the intake: a press in a
+    centre's group (an old card, a forged button) must never start a conversation there.
+    The pressed keyboard is removed, so an answered question cannot be answered again
+    from an old message (a rating overwritten, a kind chosen twice)."""
     query = update.callback_query
     if query is None:
         return
     data = query.data or ""
-    if not PAYLOAD.match(data):
+    chat = update.effective_chat
+    if not PAYLOAD.match(data) or chat is None or chat.type != ChatType.PRIVATE:
         log.warning("refused callback data from user %s", query.from_user.id)
         await query.answer(t("telegram.bad_button", _language(update)))
         return
     await query.answer()
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(reply_markup=None)
     await _run(update, context, ButtonEvent(data))
 
 
@@ -225,7 +215,16 @@ async def on_unsupported(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     await _run(update, context, UnsupportedEvent(kind))
 
 
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """One place that logs every handler failure with its update id (never the words)."""
+    update_id = update.update_id if isinstance(update, Update) else None
+    error = context.error
+    log.error("telegram update %s failed: %s", update_id, type(error).__name__)
+    log.debug("handler failure", exc_info=error)
+
+
 def add_handlers(application: Application) -> None:  # type: ignore[type-arg]
+    application.add_error_handler(on_error)
     application.add_handler(CallbackQueryHandler(on_button))
     application.add_handler(MessageHandler(PRIVATE & filters.UpdateType.EDITED, on_unsupported))
     application.add_handler(MessageHandler(PRIVATE & filters.TEXT, on_text))
@@ -265,34 +264,78 @@ TELEGRAM_SETTINGS = web.AppKey("telegram_settings", Settings)
 DESK = web.AppKey("desk", object)
 
 
+#: Largest update id accepted: Telegram's are far smaller; beyond this JSON numbers and
+#: our BIGINT column stop being exact, and such an update could never be recorded.
+MAX_UPDATE_ID = 2**53
+
+
+def _update_from(data: object, bot: object) -> Update:
+    """The update in Telegram's webhook body, or :class:`BadBody` (400) saying why.
+
+    Checked before PTB sees it: an object, a whole ``update_id`` in range, and at least
+    one update field that is an object, so ``[]``, ``null``, ``{"message": "x"}`` or an
+    id of 10^30 are refused up front instead of being accepted and dropped.
+    """
+    if not isinstance(data, dict):
+        raise BadBody("not_update")
+    update_id = data.get("update_id")
+    if isinstance(update_id, bool) or not isinstance(update_id, int):
+        raise BadBody("not_update")
+    if not 0 <= update_id <= MAX_UPDATE_ID:
+        raise BadBody("bad_update_id")
+    if not any(isinstance(v, dict) for k, v in data.items() if k != "update_id"):
+        raise BadBody("not_update")
+    try:
+        update = Update.de_json(data, bot)  # type: ignore[arg-type]
+    except Exception:  # PTB's de_json raises whatever a malformed field provokes
+        raise BadBody("not_update") from None
+    if update is None:
+        raise BadBody("not_update")
+    return update
+
+
 async def telegram_webhook(request: web.Request) -> web.Response:
-    """Telegram's POST; anything without the configured secret is refused with 403."""
+    """Telegram's POST: answered 200 only once the update has been handled.
+
+    Anything without the configured secret is refused with 403; a body that is not an
+    update gets a 4xx (Telegram does not resend those). The update is processed while
+    Telegram waits, so a crash before the answer makes Telegram deliver it again, and
+    the store's processed-update ids keep the redelivery from being handled twice.
+    Text in the body is cleaned of NUL and lone surrogates first (see
+    :mod:`bot.channels.sanitise`).
+    """
     settings = request.app[TELEGRAM_SETTINGS]
     expected = settings.telegram_webhook_secret
     given = request.headers.get(SECRET_HEADER, "")
     if expected is None or not hmac.compare_digest(
-        given.encode(), expected.get_secret_value().encode()
+        given.encode("utf-8", "replace"), expected.get_secret_value().encode()
     ):
         log.warning("refused webhook call without the right secret from %s", request.remote)
-        return web.Response(status=403, text="forbidden")
+        return error_response("bad_secret", 403)
     application = request.app[TELEGRAM]
-    try:
-        data = await request.json()
-        update = Update.de_json(data, application.bot)
-    except (ValueError, TypeError, KeyError):
-        return web.Response(status=400, text="bad update")
-    if update is None:
-        return web.Response(status=400, text="bad update")
-    await application.update_queue.put(update)
+    update = _update_from(await read_json(request), application.bot)
+    await application.process_update(update)
     return web.Response(text="ok")
 
 
-def add_telegram(app: web.Application, settings: Settings, service: IntakeService) -> None:
-    """Run the bot inside our aiohttp app: polling, or webhook on our own route."""
+def add_telegram(
+    app: web.Application,
+    settings: Settings,
+    service: IntakeService,
+    desk_service: DeskService,
+    ports: ResidentPorts,
+) -> None:
+    """Run the bot inside our aiohttp app: polling, or webhook on our own route.
+
+    Registers Telegram's output ports (residents' chats, centre groups, mediators'
+    chats) with the desk service, and the mediators' handlers.
+    """
     application = build_application(settings, service)
-    desk = TelegramDesk(application, service.store, settings)
+    ports.register(TelegramResidentPort(application.bot))
+    desk_service.add_card_target(TelegramCardTarget(application.bot, service.store))
+    desk_service.add_staff_port(TelegramStaffPort(application.bot))
+    desk = TelegramDesk(application, desk_service, service.store, settings.timezone)
     desk.add_handlers()
-    service.notifier = desk
     app[TELEGRAM] = application
     app[DESK] = desk
     app[TELEGRAM_SETTINGS] = settings
@@ -311,12 +354,6 @@ def add_telegram(app: web.Application, settings: Settings, service: IntakeServic
             )
         elif application.updater is not None:
             await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
-        if application.job_queue is not None and settings.sweep_seconds > 0:
-            # Escalations and lost announcements; the schedule itself is in the store.
-            async def sweep(_context: ContextTypes.DEFAULT_TYPE) -> None:
-                await desk.sweep()
-
-            application.job_queue.run_repeating(sweep, interval=settings.sweep_seconds, first=5)
         log.info("telegram started (%s)", "webhook" if settings.telegram_webhook_url else "polling")
         yield
         if application.updater is not None and application.updater.running:

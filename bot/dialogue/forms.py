@@ -40,6 +40,9 @@ class Choice(BaseModel):
     en: str
     #: Choosing this answer raises the case's risk (e.g. violence at home → urgent).
     risk: Literal["elevated", "urgent"] | None = None
+    #: Words in a first message (or a typed answer) that mean this choice, so it is
+    #: confirmed with the kind instead of asked (工资/欠薪 → wages, 漏水 → leak).
+    keywords: list[str] = Field(default_factory=list)
 
     def label(self, language: str) -> str:
         return self.en if language == "en" else self.zh
@@ -52,6 +55,12 @@ class Slot(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,23}$")
     type: SlotType = "text"
     entity: str | None = None
+    #: Another entity that answers it when ``entity`` is not found (美团 → the other
+    #: party of a platform worker's dispute).
+    fallback_entity: str | None = None
+    #: For a date: ``past`` refuses a date still to come (the default: disputes are
+    #: about what happened), ``any`` takes both.
+    when: Literal["past", "any"] = "past"
     required: bool = True
     label: Localised
     prompt: Localised
@@ -69,7 +78,9 @@ class Slot(BaseModel):
 
 class Form(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    category: str = Field(pattern=r"^dispute_[a-z_]+$")
+    #: A dispute kind (``dispute_*``) or one of the kinds that are no dispute:
+    #: ``emergency`` and ``legal_consultation``.
+    category: str = Field(pattern=r"^(dispute_[a-z_]+|emergency|legal_consultation)$")
     title: Localised
     slots: list[Slot] = Field(default_factory=list, max_length=8)
     self_help: Localised
@@ -83,6 +94,14 @@ class Form(BaseModel):
 
     def slot(self, name: str) -> Slot | None:
         return next((slot for slot in self.slots if slot.name == name), None)
+
+    def asked(self, slot: Slot) -> bool:
+        """Asked one by one: required slots; optional ones whose answer can raise the
+        risk (violence at home); and dates (since when: time limits run from them).
+        Other optional slots (amounts, headcounts, kinds of evidence) are taken from
+        the first message when it says them, else left to the review's edit buttons:
+        ask less."""
+        return slot.required or slot.type == "date" or any(c.risk for c in slot.choices)
 
 
 class FormsError(Exception):
@@ -101,6 +120,11 @@ class Forms:
     @property
     def categories(self) -> list[str]:
         return list(self.by_category)
+
+    @property
+    def disputes(self) -> list[str]:
+        """The dispute kinds a resident may pick (not emergency or consultation)."""
+        return [c for c in self.by_category if c.startswith("dispute_")]
 
 
 def _load_file(path: Path) -> Form:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from nlu.interface import ParseResult
+
 # ---------------------------------------------------------------- events (from channels)
 
 
@@ -17,7 +19,7 @@ class TextEvent:
     """Something the resident typed, with its NLU parse (Rasa JSON plus ``risk``)."""
 
     text: str
-    parse: dict[str, Any] = field(default_factory=dict)
+    parse: ParseResult = field(default_factory=lambda: ParseResult())
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,12 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class FileCase:
-    """Create the case from the draft now. ``reason``: submit, emergency or human."""
+    """Create the case from the draft now. ``reason``: submit, emergency or human.
+
+    ``draft["category"]`` is a dispute kind, ``emergency`` (danger with no dispute the
+    classifier is sure of) or ``legal_consultation`` (a booked free consultation after a
+    referral). An emergency's draft carries ``trigger`` = ``{"text", "kinds"}``: the
+    message that raised it."""
 
     draft: dict[str, Any]
     reason: str
@@ -140,8 +147,31 @@ class UpdateCase:
 
 @dataclass(frozen=True, slots=True)
 class FlagUrgent:
+    """An existing case (the draft's, else the chat's newest, whatever its status) is
+    urgent now. ``words``: the message that raised it (empty when a form answer did);
+    ``street``/``community``: a place named in that message, if any."""
+
     reference: str
     kinds: tuple[str, ...] = ()
+    words: str = ""
+    street: str | None = None
+    community: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseWords:
+    """A later message of an urgent conversation: add the resident's words to the case."""
+
+    reference: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class GiveReferral:
+    """The resident was told mediation is not the way and where to go (``topic``: the
+    referral catalogue's topic code, e.g. ``crime``); recorded for the reports."""
+
+    topic: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +206,8 @@ Action = (
     FileCase
     | UpdateCase
     | FlagUrgent
+    | CaseWords
+    | GiveReferral
     | RequestHuman
     | LookupStatus
     | AttachEvidence

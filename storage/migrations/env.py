@@ -17,7 +17,7 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return config.attributes.get("url") or config.get_main_option("sqlalchemy.url")
+    return str(config.attributes.get("url") or config.get_main_option("sqlalchemy.url"))
 
 
 def _configure(connection: Connection) -> None:

@@ -22,15 +22,20 @@ from aiohttp import web
 from openpyxl import load_workbook
 from sqlalchemy import select
 
-from actions.ports import ResidentPorts
 from bot.runtime import Store
-from bot.web import create_app
+from bot.web import RESIDENT_PORTS, create_app
 from storage.cases import get_case
 from storage.db import create_engine, session_factory
 from storage.models import CaseEvent, MediatorRole
 from storage.phone import PhoneVault
 from tests.conftest import IN_CI, ROOT
-from tests.workspace_support import PASSWORD, RecordingPort, add_user, file_chat_case
+from tests.workspace_support import (
+    PASSWORD,
+    RecordingPort,
+    add_user,
+    file_chat_case,
+    workspace_settings,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -85,11 +90,12 @@ class Live:
 async def live(sqlite_url: str, tmp_path: Path, nlu: Any) -> AsyncIterator[Live]:
     engine = create_engine(sqlite_url)
     store = Store(engine=engine, sessions=session_factory(engine), vault=PhoneVault("test"))
-    port = RecordingPort("rest")
-    from tests.workspace_support import workspace_settings
-
     settings = workspace_settings(tmp_path, centres_file=ROOT / "storage/data/baoan_centres.yml")
-    app = create_app(settings, nlu, store=store, ports=ResidentPorts([port]))
+    app = create_app(settings, nlu, store=store)
+    # Watch what reaches REST residents while the real REST port (the outbox) delivers it.
+    ports = app[RESIDENT_PORTS]
+    port = RecordingPort("rest", forward_to=ports.get("rest"))
+    ports.register(port)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -1,7 +1,7 @@
 """web workspace: users, sign-in attempts and links, summons; the department role
 
 Revision ID: 0004_workspace
-Revises: 0001
+Revises: 0005_wechat
 Create Date: 2026-11-30 00:10:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import storage.models
 
 revision: str = "0004_workspace"
-down_revision: str | None = "0001"
+down_revision: str | None = "0005_wechat"  # re-chained after merging main
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
