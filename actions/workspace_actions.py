@@ -256,7 +256,8 @@ async def recategorise(
     if old == category:
         return case
     case.category = category
-    case.department = await route_department(session, category)
+    if case.centre is not None:
+        case.department = route_department(await Network.load(session), category, case.centre)
     case.updated_at = utcnow()
     await session.flush()
     await case_repo.add_event(

@@ -233,3 +233,31 @@ async def test_queue_filters_search_and_paging(store: Store, make_client) -> Non
         count = len(list((await session.execute(select(Case))).scalars()))
     assert count == 28
     assert CaseStatus.NEW  # the filters default to open cases
+
+
+async def test_recategorise_records_old_and_new_kind(store: Store, make_client) -> None:
+    await add_user(store, "li", "xixiang")
+    reference = await file_chat_case(store, category="dispute_tenancy")
+    client = await make_client()
+    await sign_in(client, "li")
+    csrf = await token_from(client, f"/desk/cases/{reference}")
+    await client.post(f"/desk/cases/{reference}/claim", data={"csrf": csrf})
+    response = await client.post(
+        f"/desk/cases/{reference}/recategorise",
+        data={"csrf": csrf, "kind": "dispute_labor"},
+        allow_redirects=False,
+    )
+    assert response.status == 303
+    async with store.sessions() as session:
+        case = await get_case(session, reference)
+    assert case.category == "dispute_labor" and case.department is not None
+    changes = await events_of(store, reference, "recategorised")
+    assert [(e.data["from"], e.data["to"]) for e in changes] == [
+        ("dispute_tenancy", "dispute_labor")
+    ]
+    bogus = await client.post(
+        f"/desk/cases/{reference}/recategorise",
+        data={"csrf": csrf, "kind": "no_such_kind"},
+        allow_redirects=False,
+    )
+    assert bogus.status == 303 and len(await events_of(store, reference, "recategorised")) == 1
