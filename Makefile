@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CENTRES ?= storage/data/baoan_centres.yml
 
-.PHONY: run test lint setup migrate rasa rasa-stop test-rasa bench clean
+.PHONY: run test lint setup migrate rasa rasa-stop test-rasa bench clean browser-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,15 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+test: lint browser-deps
 	$(BIN)/python -m pytest -q
+
+# The workspace's browser tests drive Debian's Chromium (Playwright's own download does
+# not work here) and need a CJK font; installed when running as root and missing.
+browser-deps:
+	@if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1; then \
+		(apt-get update -qq && apt-get install -y -qq chromium fonts-wqy-microhei) >/dev/null; \
+	fi
 
 bench: setup
 	$(BIN)/python benchmarks/nlu_bench.py

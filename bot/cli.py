@@ -26,6 +26,7 @@ from bot.nlu_commands import nlu_app
 from bot.review_commands import review_app
 from bot.runtime import Store
 from bot.settings import Settings, SettingsError, load_settings
+from bot.user_commands import user_app
 from bot.wechat_commands import wechat_app
 from storage import cases as case_repo
 from storage import people
@@ -58,6 +59,7 @@ app.add_typer(centres_app, name="centres", hidden=True)
 app.add_typer(mediator_app, name="mediator")
 app.add_typer(case_app, name="case")
 app.add_typer(nlu_app, name="nlu")
+app.add_typer(user_app, name="user")
 app.add_typer(wechat_app, name="wechat")
 app.add_typer(review_app, name="review")
 

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
         default=0.5, ge=0, le=1, alias="TIAOJIE_REVIEW_LOW_CONFIDENCE"
     )
     review_small_margin: float = Field(default=0.1, ge=0, le=1, alias="TIAOJIE_REVIEW_SMALL_MARGIN")
+    # The web workspace (/desk/).
+    https: bool = Field(default=False, alias="TIAOJIE_HTTPS")
+    session_hours: int = Field(default=12, ge=1, le=24 * 14, alias="TIAOJIE_SESSION_HOURS")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="TIAOJIE_LOG_LEVEL"
     )

@@ -26,6 +26,7 @@ from bot.http_errors import error_middleware
 from bot.intake_service import IntakeService
 from bot.runtime import Store
 from bot.settings import Settings
+from bot.workspace.app import create_workspace
 from nlu.interface import NLUBackend
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -90,6 +91,7 @@ def create_app(
         ports.register(callback_port)
     app[CALLBACK_ON] = callback_port is not None
     # ---
+    app.add_subapp("/desk/", create_workspace(settings, app[STORE], ports))
     if settings.telegram_bot_token is not None:
         from bot.channels.telegram import add_telegram
 

@@ -88,6 +88,8 @@ class MediatorRole(enum.StrEnum):
     MEDIATOR = "mediator"
     SUPERVISOR = "supervisor"
     ADMIN = "admin"
+    #: A partner department's user in the web workspace: sees only summoned cases.
+    DEPARTMENT = "department"
 
 
 class CaseStatus(enum.StrEnum):

@@ -7,7 +7,7 @@ such module is imported here, once, so its tables join ``Base.metadata``.
 
 from __future__ import annotations
 
-from storage import models, nlu_registry, outbox, review, wechat
+from storage import accounts, models, nlu_registry, outbox, review, summons, wechat
 from storage.models import Base
 
-__all__ = ["Base", "models", "nlu_registry", "outbox", "review", "wechat"]
+__all__ = ["Base", "accounts", "models", "nlu_registry", "outbox", "review", "summons", "wechat"]
