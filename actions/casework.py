@@ -124,7 +124,9 @@ async def active_mediator(session: AsyncSession, channel: str, external_id: str)
 
 
 def visible_centres(mediator: Mediator, network: Network) -> set[int]:
-    if not mediator.active:
+    """Centres whose cases this person sees. A partner department sees no centre's
+    queue: only the cases it was summoned to (the workspace checks those)."""
+    if not mediator.active or mediator.role == MediatorRole.DEPARTMENT:
         return set()
     if mediator.role == MediatorRole.ADMIN:
         return set(network.by_id)

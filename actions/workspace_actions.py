@@ -31,7 +31,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions import casework, intake
 from actions.casework import Network, NotAllowed
-from actions.routing import route_department
 from storage import cases as case_repo
 from storage import summons as summons_repo
 from storage.cases import OPEN_STATUSES, Actor, Page
@@ -138,7 +137,13 @@ async def _scope(session: AsyncSession, mediator: Mediator, filters: Filters) ->
         centres = centres & network.below(chosen.id) if chosen else set()
     if filters.mine:
         return [Case.mediator_id.in_(sorted({mediator.id, *filters.mine_ids}))]
-    return [or_(Case.centre_id.in_(sorted(centres) or [-1]), Case.mediator_id == mediator.id)]
+    ids = sorted(centres) or [-1]
+    # Where a case is now or where it was routed (an escalated case stays visible at home).
+    return [
+        or_(
+            Case.centre_id.in_(ids), Case.home_centre_id.in_(ids), Case.mediator_id == mediator.id
+        )
+    ]
 
 
 def _conditions(filters: Filters) -> list[Any]:
@@ -243,58 +248,6 @@ async def reveal_phone(
     phone = vault.decrypt(case.phone_encrypted)
     await case_repo.add_event(session, case, "phone_revealed", Actor.of(mediator), {})
     return phone
-
-
-async def recategorise(
-    session: AsyncSession, reference: str, mediator: Mediator, category: str, known: Sequence[str]
-) -> Case:
-    """Change the kind of dispute (old and new on the timeline) and its lead department."""
-    if category not in known:
-        raise ValueError(category)
-    case = await visible_case(session, reference, mediator, work=True)
-    old = case.category
-    if old == category:
-        return case
-    case.category = category
-    if case.centre is not None:
-        case.department = route_department(await Network.load(session), category, case.centre)
-    case.updated_at = utcnow()
-    await session.flush()
-    await case_repo.add_event(
-        session, case, "recategorised", Actor.of(mediator), {"from": old, "to": category}
-    )
-    return case
-
-
-async def reply(session: AsyncSession, reference: str, mediator: Mediator, text: str) -> Case:
-    """Record the mediator's answer to the resident (``message_out``); the caller sends it.
-
-    Only the case's own mediator talks to the resident, and only while it is worked.
-    """
-    case = await case_repo.get_case(session, reference)
-    if case.mediator_id != mediator.id or case.status not in casework.ACTIVE_STATUSES:
-        raise NotAllowed(case.reference)
-    await casework.record_message(
-        session, case, "message_out", Actor.of(mediator), {"text": text[:4000], "via": "web"}
-    )
-    return case
-
-
-async def note(session: AsyncSession, reference: str, mediator: Mediator, text: str) -> Case:
-    """A note; a summoned department may add notes to its case too."""
-    if mediator.role == MediatorRole.DEPARTMENT:
-        case = await visible_case(session, reference, mediator)
-        await case_repo.add_event(session, case, "note", Actor.of(mediator), {"text": text[:4000]})
-        return case
-    return await casework.note(session, reference, mediator, text)
-
-
-async def set_status(
-    session: AsyncSession, reference: str, mediator: Mediator, status: CaseStatus
-) -> Case:
-    if mediator.role == MediatorRole.DEPARTMENT:
-        raise NotAllowed(reference)
-    return await casework.set_status(session, reference, mediator, status)
 
 
 async def department_users(session: AsyncSession) -> list[Mediator]:

@@ -91,7 +91,7 @@ def create_app(
         ports.register(callback_port)
     app[CALLBACK_ON] = callback_port is not None
     # ---
-    app.add_subapp("/desk/", create_workspace(settings, app[STORE], ports))
+    app.add_subapp("/desk/", create_workspace(settings, app[STORE], ports, desk_service=desk))
     if settings.telegram_bot_token is not None:
         from bot.channels.telegram import add_telegram
 

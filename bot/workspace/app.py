@@ -16,6 +16,7 @@ import jinja2
 from aiohttp import web
 from aiohttp_session import setup as setup_session
 
+from actions.desk import DeskService
 from actions.ports import ResidentPorts
 from bot.dialogue.forms import default_forms
 from bot.runtime import Store
@@ -23,6 +24,7 @@ from bot.settings import Settings
 from bot.workspace import admin, desk, reports, staff_intake
 from bot.workspace.common import (
     CLOSING,
+    DESK,
     FETCH_FILE,
     FORMS,
     PORTS,
@@ -43,6 +45,7 @@ def create_workspace(
     store: Store,
     ports: ResidentPorts | None = None,
     *,
+    desk_service: DeskService | None = None,
     fetch_file: FileFetcher | None = None,
 ) -> web.Application:
     """The sub-application. ``fetch_file`` turns a channel's file id (Telegram) into bytes
@@ -51,6 +54,9 @@ def create_workspace(
     app[SETTINGS] = settings
     app[STORE] = store
     app[PORTS] = ports or ResidentPorts()
+    app[DESK] = desk_service or DeskService(
+        store, ports=app[PORTS], timezone=settings.timezone, link_base=settings.public_url
+    )
     app[FORMS] = default_forms()
     app[RISK_RULES] = load_risk_rules()
     if fetch_file is not None:

@@ -13,6 +13,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session
 
+from actions.desk import DeskService
 from actions.ports import ResidentPorts
 from bot.dialogue.forms import Forms
 from bot.i18n import normalise_language, t
@@ -24,6 +25,9 @@ from storage.models import MediatorRole
 SETTINGS = web.AppKey("workspace_settings", Settings)
 STORE = web.AppKey("workspace_store", Store)
 PORTS = web.AppKey("workspace_ports", ResidentPorts)
+#: The channel-agnostic desk service: the same claim, reply, status and transfer the
+#: Telegram desk and the CLI use (cards updated, the resident told, all on the timeline).
+DESK = web.AppKey("workspace_desk", DeskService)
 FORMS = web.AppKey("workspace_forms", Forms)
 FileFetcher = Callable[[str], Awaitable[bytes | None]]
 FETCH_FILE = web.AppKey("workspace_fetch_file", object)

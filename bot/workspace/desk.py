@@ -22,15 +22,14 @@ from sqlalchemy import select
 from actions import casework
 from actions import workspace_actions as desk
 from actions.casework import NotAllowed
-from actions.ports import DeliveryError
-from bot.dialogue.model import Button, Reply
+from actions.desk import DeskService
 from bot.i18n import t
 from bot.workspace.common import (
     ALL_ROLES,
     CLOSING,
+    DESK,
     FETCH_FILE,
     FORMS,
-    PORTS,
     SETTINGS,
     STAFF,
     STORE,
@@ -362,8 +361,8 @@ async def _case_context(
         "is_mine": case.mediator_id == me.mediator.id,
         "may_work": desk.may_work(me.mediator, case, network),
         "may_claim": case.status == CaseStatus.NEW
-        and me.role.value != "department"
-        and case.centre_id in casework.visible_centres(me.mediator, network),
+        and case.mediator_id is None
+        and casework.may_claim(me.mediator, case, network),
         "is_department": me.role.value == "department",
         "centres": centres,
         "departments": departments,
@@ -538,6 +537,36 @@ async def _act(request: web.Request, work: Any, ok_key: str, **values: Any) -> w
     raise web.HTTPSeeOther(target)
 
 
+async def _desk_act(request: web.Request, call: Any, ok_key: str, **values: Any) -> web.Response:
+    """One change through the desk service (its own transaction; the resident and the
+    cards are told after the commit, as from the Telegram desk); answer with the case
+    page and a message. ``call(desk, reference, mediator)`` may return a flash key."""
+    service = request.app[DESK]
+    me = viewer(request)
+    reference = _reference(request)
+    target = f"/desk/cases/{reference}"
+    try:
+        result = await call(service, reference, me.mediator)
+    except CaseNotFound:
+        return await refuse(request, 404, "workspace.errors.no_case")
+    except NotAllowed:
+        return await refuse(request, 403, "workspace.errors.forbidden")
+    except AlreadyClaimed as error:
+        await flash(request, "flash.already_claimed", "warn", alias=error.claimed_by or "-")
+        raise web.HTTPSeeOther(target) from None
+    except (InvalidTransition, MediatorInactive):
+        await flash(request, "flash.invalid", "warn")
+        raise web.HTTPSeeOther(target) from None
+    except (ValueError, CentreNotFound):
+        await flash(request, "flash.bad_input", "warn")
+        raise web.HTTPSeeOther(target) from None
+    if isinstance(result, str) and result.startswith("flash."):
+        await flash(request, result, "warn")
+    else:
+        await flash(request, ok_key, **values)
+    raise web.HTTPSeeOther(target)
+
+
 async def _field(request: web.Request, name: str, limit: int = 4000) -> str:
     value = str((await request.post()).get(name) or "").strip()
     if not value:
@@ -548,13 +577,13 @@ async def _field(request: web.Request, name: str, limit: int = 4000) -> str:
 @routes.post("/cases/{ref}/claim")
 @requires(*STAFF)
 async def claim(request: web.Request) -> web.Response:
-    return await _act(request, casework.claim, "flash.claimed")
+    return await _desk_act(request, lambda d, r, m: d.claim(r, m), "flash.claimed")
 
 
 @routes.post("/cases/{ref}/release")
 @requires(*STAFF)
 async def release(request: web.Request) -> web.Response:
-    return await _act(request, casework.release, "flash.released")
+    return await _desk_act(request, lambda d, r, m: d.release(r, m), "flash.released")
 
 
 @routes.post("/cases/{ref}/note")
@@ -564,7 +593,7 @@ async def add_note(request: web.Request) -> web.Response:
         text = await _field(request, "text")
     except ValueError:
         return await refuse(request, 400, "workspace.errors.empty")
-    return await _act(request, lambda s, r, m: desk.note(s, r, m, text), "flash.noted")
+    return await _desk_act(request, lambda d, r, m: d.note(r, m, text), "flash.noted")
 
 
 @routes.post("/cases/{ref}/reply")
@@ -574,42 +603,14 @@ async def send_reply(request: web.Request) -> web.Response:
         text = await _field(request, "text")
     except ValueError:
         return await refuse(request, 400, "workspace.errors.empty")
-    ports = request.app[PORTS]
-    outcome: dict[str, str] = {}
 
-    async def work(session: Any, reference: str, mediator: Any) -> Any:
-        case = await desk.reply(session, reference, mediator, text)
-        words = t(
-            "dialogue.from_mediator",
-            case.language,
-            alias=mediator.display_alias,
-            reference=case.reference,
-            text=text,
-        )
+    async def work(service: DeskService, reference: str, mediator: Any) -> str | None:
+        delivered = await service.reply(reference, mediator, text)
+        # Not delivered now: it is on the timeline (delivery_failed says why), and a
+        # REST/console resident reads it from the outbox with their next message.
+        return None if delivered else "flash.not_delivered"
 
-        async def deliver() -> None:
-            outcome["key"] = await _deliver(ports, case, [Reply(words)])
-
-        return deliver
-
-    try:
-        return await _act(request, work, "flash.replied")
-    except web.HTTPSeeOther:
-        if outcome.get("key") and outcome["key"] != "flash.replied":
-            await flash(request, outcome["key"], "warn")
-        raise
-
-
-async def _deliver(ports: Any, case: Case, replies: list[Reply]) -> str:
-    """Send through the resident's own channel; the message key says what happened."""
-    if not case.chat_id:
-        return "flash.no_channel"
-    try:
-        sent = await ports.send(case.channel, case.chat_id, replies, language=case.language)
-    except DeliveryError as error:
-        log.warning("workspace: delivery for %s failed: %s", case.reference, error.reason)
-        return "flash.not_delivered"
-    return "flash.replied" if sent else "flash.queued"
+    return await _desk_act(request, work, "flash.replied")
 
 
 @routes.post("/cases/{ref}/status")
@@ -618,24 +619,13 @@ async def change_status(request: web.Request) -> web.Response:
     value = str((await request.post()).get("status") or "")
     if value not in _values(CaseStatus) or value in ("new", "claimed"):
         return await refuse(request, 400, "workspace.errors.bad_input")
-    ports = request.app[PORTS]
-
-    async def work(session: Any, reference: str, mediator: Any) -> Any:
-        case = await desk.set_status(session, reference, mediator, CaseStatus(value))
-        if case.status != CaseStatus.RESOLVED:
-            return None
-        outcome = t(
-            f"desk.outcomes.{case.outcome.value if case.outcome else 'none'}", case.language
-        )
-        text = t("desk.resident_resolved", case.language, reference=case.reference, outcome=outcome)
-        buttons = (tuple(Button(f"{n}⭐", f"rate:{case.reference}:{n}") for n in range(1, 6)),)
-
-        async def ask_rating() -> None:
-            await _deliver(ports, case, [Reply(text, buttons)])
-
-        return ask_rating
-
-    return await _act(request, work, "flash.status", status=value)
+    # Resolved: the desk asks the resident for a rating on their own channel.
+    return await _desk_act(
+        request,
+        lambda d, r, m: d.set_status(r, m, CaseStatus(value)),
+        "flash.status",
+        status=value,
+    )
 
 
 @routes.post("/cases/{ref}/outcome")
@@ -644,8 +634,8 @@ async def set_outcome(request: web.Request) -> web.Response:
     value = str((await request.post()).get("outcome") or "")
     if value not in _values(Outcome):
         return await refuse(request, 400, "workspace.errors.bad_input")
-    return await _act(
-        request, lambda s, r, m: casework.set_outcome(s, r, m, Outcome(value)), "flash.outcome"
+    return await _desk_act(
+        request, lambda d, r, m: d.set_outcome(r, m, Outcome(value)), "flash.outcome"
     )
 
 
@@ -653,9 +643,10 @@ async def set_outcome(request: web.Request) -> web.Response:
 @requires(*STAFF)
 async def recategorise(request: web.Request) -> web.Response:
     value = str((await request.post()).get("kind") or "")
-    known = request.app[FORMS].categories
-    return await _act(
-        request, lambda s, r, m: desk.recategorise(s, r, m, value, known), "flash.recategorised"
+    if value not in request.app[FORMS].categories:
+        return await refuse(request, 400, "workspace.errors.bad_input")
+    return await _desk_act(
+        request, lambda d, r, m: d.recategorise(r, m, value), "flash.recategorised"
     )
 
 
@@ -667,8 +658,8 @@ async def transfer(request: web.Request) -> web.Response:
     reason = str(form.get("reason") or "").strip()[:500]
     if not code or not reason:
         return await refuse(request, 400, "workspace.errors.reason")
-    return await _act(
-        request, lambda s, r, m: casework.transfer(s, r, m, code, reason), "flash.transferred"
+    return await _desk_act(
+        request, lambda d, r, m: d.transfer(r, m, code, reason), "flash.transferred"
     )
 
 
