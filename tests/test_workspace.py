@@ -171,8 +171,10 @@ async def test_claim_reply_and_phone_reveal_are_on_the_timeline(
     assert sent.status == 303
     out = await events_of(store, reference, "message_out")
     assert [e.data["text"] for e in out] == ["您好,我是西乡的调解员,明天上午打电话给您。"]
-    assert port.sent and port.sent[0][0] == "resident-1"
-    assert "明天上午" in port.sent[0][1][0].text
+    # The resident was told of the claim, then got the reply, on their own channel.
+    assert [entry[0] for entry in port.sent] == ["resident-1", "resident-1"]
+    assert "调解员li" in port.sent[0][1][0].text
+    assert "明天上午" in port.sent[-1][1][0].text
     revealed = await client.post(f"/desk/cases/{reference}/phone", data={"csrf": csrf})
     assert "13812345678" in await revealed.text()
     assert len(await events_of(store, reference, "phone_revealed")) == 1

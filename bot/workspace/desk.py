@@ -643,11 +643,14 @@ async def set_outcome(request: web.Request) -> web.Response:
 @requires(*STAFF)
 async def recategorise(request: web.Request) -> web.Response:
     value = str((await request.post()).get("kind") or "")
-    if value not in request.app[FORMS].categories:
-        return await refuse(request, 400, "workspace.errors.bad_input")
-    return await _desk_act(
-        request, lambda d, r, m: d.recategorise(r, m, value), "flash.recategorised"
-    )
+    known = request.app[FORMS].categories
+
+    async def work(service: DeskService, reference: str, mediator: Any) -> Any:
+        if value not in known:
+            raise ValueError(value)  # answered with the "bad input" message
+        return await service.recategorise(reference, mediator, value)
+
+    return await _desk_act(request, work, "flash.recategorised")
 
 
 @routes.post("/cases/{ref}/transfer")
