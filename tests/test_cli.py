@@ -78,6 +78,11 @@ def test_help_on_every_command() -> None:
         ["nlu", "shell"],
         ["wechat"],
         ["wechat", "menu"],
+        ["user"],
+        ["user", "add"],
+        ["user", "list"],
+        ["user", "disable"],
+        ["user", "reset-password"],
     ]
     for command in commands:
         result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
