@@ -85,6 +85,11 @@ def test_help_on_every_command() -> None:
         ["nlu", "activate"],
         ["nlu", "rollback"],
         ["nlu", "models"],
+        ["user"],
+        ["user", "add"],
+        ["user", "list"],
+        ["user", "disable"],
+        ["user", "reset-password"],
     ]
     for command in commands:
         result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
