@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from actions import casework
+from actions import casework, learning
 from actions.cards import build_card, danger_names, kind_title, status_title
 from actions.ports import CardTarget, CaseCard, DeliveryError, ResidentPorts, StaffPort
 from actions.routing import route_department
@@ -291,6 +291,8 @@ class DeskService:
             await case_repo.add_event(
                 session, case, "recategorised", Actor.of(mediator), {"from": old, "to": category}
             )
+            # A mediator's correction is a label for the language model's review inbox.
+            await learning.record_recategorisation(session, case, old, category, str(mediator.id))
         await self.refresh_cards(reference)
         return case
 

@@ -23,8 +23,10 @@ from actions.desk import DeskService
 from bot.case_view import category_name, format_time
 from bot.i18n import t
 from bot.nlu_commands import nlu_app
+from bot.review_commands import review_app
 from bot.runtime import Store
 from bot.settings import Settings, SettingsError, load_settings
+from bot.wechat_commands import wechat_app
 from storage import cases as case_repo
 from storage import people
 from storage.db import DatabaseUnavailable, check_database
@@ -56,6 +58,8 @@ app.add_typer(centres_app, name="centres", hidden=True)
 app.add_typer(mediator_app, name="mediator")
 app.add_typer(case_app, name="case")
 app.add_typer(nlu_app, name="nlu")
+app.add_typer(wechat_app, name="wechat")
+app.add_typer(review_app, name="review")
 
 out = Console()
 err = Console(stderr=True)

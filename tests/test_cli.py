@@ -76,6 +76,15 @@ def test_help_on_every_command() -> None:
         ["nlu", "test"],
         ["nlu", "parse"],
         ["nlu", "shell"],
+        ["wechat"],
+        ["wechat", "menu"],
+        ["review"],
+        *[["review", sub] for sub in ("list", "label", "skip", "not-real", "bulk-label")],
+        ["review", "import"],
+        ["review", "export"],
+        ["nlu", "activate"],
+        ["nlu", "rollback"],
+        ["nlu", "models"],
     ]
     for command in commands:
         result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
