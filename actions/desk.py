@@ -474,8 +474,8 @@ class DeskService:
         """
         async with self.store.sessions() as session:
             case = await case_repo.get_case(session, reference)
-            if case.status not in OPEN_STATUSES:
-                return 0
+            if case.status not in OPEN_STATUSES and not fresh:
+                return 0  # an emergency on a closed case still reaches the centre
             network = await casework.Network.load(session)
             card = await self._card(session, case)
             posted = await self._posted(session, case)
