@@ -456,12 +456,15 @@ class IntakeService:
                     await intake.attach_evidence(session, reference, attachment, resident)
                     return ActionDone("attach", reference)
                 case RateCase(reference=reference, rating=rating):
-                    _, follow_up = await casework.rate(
-                        session, reference, rating, (sender.channel, sender.chat_id)
-                    )
+                    try:
+                        _, follow_up = await casework.rate(
+                            session, reference, rating, (sender.channel, sender.chat_id)
+                        )
+                    except casework.NotAllowed:
+                        return ActionDone("rate_refused", reference)
                     if follow_up:
                         notices.append(CaseNotice("follow_up", reference))
-                    return None
+                    return ActionDone("rated", reference)
                 case CommentCase(reference=reference, text=text):
                     case = await casework.comment(
                         session, reference, text, (sender.channel, sender.chat_id)

@@ -143,9 +143,14 @@ async def test_a_rating_cannot_be_overwritten_from_an_old_keyboard(
         )
         assert not (removed[-1].params.get("reply_markup") or {}).get("inline_keyboard")
         await bot.settle(RESIDENT)
-        # The same message again (an old keyboard, a second device): refused.
+        # The same message again (an old keyboard, a second device): refused, and the
+        # resident is told it was rated already, not thanked for a rating not kept.
+        before = len(bot.sent(RESIDENT))
         bot.api.push_update(bot.api.callback_update(RESIDENT, f"rate:{reference}:5", message_id))
         await bot.settle(RESIDENT, 0.5)
+        after = [c.params["text"] for c in bot.sent(RESIDENT)[before:]]
+        assert any("已经评过分" in text for text in after), after
+        assert not any("谢谢您的评价" in text for text in after), after
         async with bot.store.sessions() as session:
             case = await case_repo.get_case(session, reference)
             ratings = [

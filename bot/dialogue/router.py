@@ -282,9 +282,9 @@ def raise_urgent(turn: Turn, kinds: list[str], *, say: bool = True) -> None:
 def on_rating(turn: Turn, payload: str) -> None:
     """A 1–5 rating button from the message that told the resident the outcome."""
     _, reference, value = payload.split(":")
+    # Thanked (and asked for a comment) only once the store took the rating: a press
+    # on an old keyboard of a case already rated is refused (ActionDone "rate_refused").
     turn.actions.append(RateCase(reference, int(value)))
-    turn.state["comment_for"] = reference
-    turn.say("rating_thanks", [[Button(turn.text("skip"), "skip")]])
 
 
 # ------------------------------------------------------------------------------ results
@@ -308,6 +308,13 @@ def on_result(turn: Turn, event: CaseFiled | StatusResult | ActionDone) -> None:
             ]
             turn.say("status_list", lines="\n".join(lines))
         turn.ask()
+        return
+    if isinstance(event, ActionDone) and event.action == "rated":
+        turn.state["comment_for"] = event.reference or ""
+        turn.say("rating_thanks", [[Button(turn.text("skip"), "skip")]])
+        return
+    if isinstance(event, ActionDone) and event.action == "rate_refused":
+        turn.say("rating_already", reference=event.reference or "")
         return
     if isinstance(event, ActionDone):
         key = {"attach": "evidence_attached", "request_human": "human_requested"}.get(
