@@ -23,6 +23,7 @@ from actions.desk import DeskService
 from bot.case_view import category_name, format_time
 from bot.i18n import t
 from bot.nlu_commands import nlu_app
+from bot.privacy_commands import register as register_privacy_commands
 from bot.runtime import Store
 from bot.settings import Settings, SettingsError, load_settings
 from storage import cases as case_repo
@@ -50,6 +51,7 @@ app.add_typer(centres_app, name="centres", hidden=True)
 app.add_typer(mediator_app, name="mediator")
 app.add_typer(case_app, name="case")
 app.add_typer(nlu_app, name="nlu")
+register_privacy_commands(app, case_app)  # retention, resident, keys, case audit
 
 out = Console()
 err = Console(stderr=True)
