@@ -29,9 +29,11 @@ PHONE = "13812345678"
 WORDS = f"老板欠我三个月工资,我的电话{PHONE}"
 
 
-async def new_case(store: Store, chat: str = "555", words: str = WORDS) -> str:
+async def new_case(
+    store: Store, chat: str = "555", words: str = WORDS, channel: str = "telegram"
+) -> str:
     async with store.sessions.begin() as session:
-        resident = await get_or_create_resident(session, "telegram", chat)
+        resident = await get_or_create_resident(session, channel, chat)
         draft = {
             "words": [words],
             "category": "dispute_labor",
@@ -46,7 +48,7 @@ async def new_case(store: Store, chat: str = "555", words: str = WORDS) -> str:
             session,
             draft,
             resident=resident,
-            channel="telegram",
+            channel=channel,
             chat_id=chat,
             language="zh",
             vault=store.vault,
