@@ -76,6 +76,14 @@ def test_help_on_every_command() -> None:
         ["nlu", "test"],
         ["nlu", "parse"],
         ["nlu", "shell"],
+        ["retention"],
+        ["retention", "run"],
+        ["resident"],
+        ["resident", "export"],
+        ["resident", "forget"],
+        ["keys"],
+        ["keys", "rotate"],
+        ["case", "audit"],
     ]
     for command in commands:
         result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
