@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.case_view import category_name
@@ -293,18 +292,23 @@ async def forget_resident(
     return result
 
 
-def delete_files(data_dir: Path | str, digests: list[str]) -> int:
-    """Delete stored evidence files (``<sha256>`` or ``<sha256>.<ext>``); returns how many."""
+def stored_files(data_dir: Path | str, digests: list[str]) -> list[Path]:
+    """Stored evidence files (``<sha256>`` or ``<sha256>.<ext>``) named by ``digests``."""
     folder = Path(data_dir) / EVIDENCE_DIR
-    removed = 0
+    found: list[Path] = []
     for digest in digests:
         if not digest.isalnum():
             continue  # never a path: only our own hex digests name files here
-        for path in (folder / digest, *folder.glob(digest + ".*")):
-            if path.is_file():
-                path.unlink()
-                removed += 1
-    return removed
+        found += [p for p in (folder / digest, *folder.glob(digest + ".*")) if p.is_file()]
+    return found
+
+
+def delete_files(data_dir: Path | str, digests: list[str]) -> int:
+    """Delete stored evidence files; returns how many."""
+    found = stored_files(data_dir, digests)
+    for path in found:
+        path.unlink(missing_ok=True)
+    return len(found)
 
 
 async def open_cases_of(session: AsyncSession, channel: str, external_id: str) -> list[Case]:
@@ -313,7 +317,3 @@ async def open_cases_of(session: AsyncSession, channel: str, external_id: str) -
         for c in await queries.cases_of(session, channel, external_id)
         if c.status in OPEN_STATUSES
     ]
-
-
-async def case_by_id(session: AsyncSession, case_id: int) -> Case | None:
-    return (await session.execute(select(Case).where(Case.id == case_id))).scalar_one_or_none()

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from actions.privacy import EXPORT_DIR, Forgotten, anonymise_case, delete_files
+from actions.privacy import stored_files as privacy_files
 from actions.scheduler import Job
 from bot.runtime import Store
 from bot.settings import Settings
@@ -68,38 +69,39 @@ async def run_retention(
     data_dir = Path(data_dir)
     counts = {"drafts": 0, "update_ids": 0, "cases": 0, "events": 0, "files": 0, "residents": 0}
     closed_cutoff = policy.closed_cutoff(now)
-    async with store.sessions.begin() as session:
-        drafts = await queries.stale_drafts(session, now - timedelta(days=policy.draft_days))
-        counts["drafts"] = len(drafts)
-        due = await queries.cases_due(session, closed_cutoff)
-        counts["cases"] = len(due)
-        if dry_run:
-            await session.rollback()
-        else:
+    done = Forgotten()
+    # A dry run does the very same work in a transaction it rolls back: its counts are
+    # exactly what a real run would delete, files included (counted, not touched).
+    session = store.sessions()
+    try:
+        async with session.begin():
+            drafts = await queries.stale_drafts(session, now - timedelta(days=policy.draft_days))
             for conversation in drafts:
                 await queries.clear_draft(session, conversation)
+            counts["drafts"] = len(drafts)
             # forget_old_updates counts back from the wall clock: hand it the age of
             # this run's cutoff so an injected ``now`` is honoured.
             cutoff = now - timedelta(days=policy.update_ids_days)
             counts["update_ids"] = await forget_old_updates(session, utcnow() - cutoff)
-            done = Forgotten()
+            due = await queries.cases_due(session, closed_cutoff)
             for case in due:
                 await anonymise_case(session, case, Actor.system(), "retention", done)
+            counts["cases"] = len(due)
             counts["events"] = done.erased_events
             orphans = await queries.orphaned_residents(session, closed_cutoff)
             for resident in orphans:
                 await queries.forget_resident_row(session, resident)
             counts["residents"] = len(orphans)
+            if dry_run:
+                await session.rollback()
+    finally:
+        await session.close()
+    exports = _old_exports(data_dir, now)
     if dry_run:
-        async with store.sessions() as session:
-            counts["update_ids"] = await queries.count_old_updates(
-                session, now - timedelta(days=policy.update_ids_days)
-            )
-            counts["residents"] = len(await queries.orphaned_residents(session, closed_cutoff))
-        counts["files"] = len(_old_exports(data_dir, now))
+        counts["files"] = len(exports) + sum(1 for _ in privacy_files(data_dir, done.files))
         return counts
     counts["files"] = delete_files(data_dir, done.files)
-    for path in _old_exports(data_dir, now):
+    for path in exports:
         path.unlink(missing_ok=True)
         counts["files"] += 1
     log.info("retention run: %s", counts)

@@ -44,7 +44,8 @@ async def test_retention_clears_drafts_update_ids_and_old_closed_cases(
 
     dry = await run_retention(store, POLICY, tmp_path, now=now, dry_run=True)
     assert dry["drafts"] == 1 and dry["cases"] == 1 and dry["update_ids"] == 1
-    assert dry["files"] == 1 and stale_export.exists()
+    assert dry["files"] == 2 and dry["residents"] == 1 and dry["events"] >= 3
+    assert stale_export.exists() and (evidence / old_file).exists()
     async with store.sessions() as session:
         assert PHONE in (await case_repo.get_case(session, old)).resident_words
 
