@@ -203,3 +203,25 @@ async def test_forget_twice_is_harmless_and_unknown_resident_is_empty(store: Sto
     async with store.sessions() as session:
         count = len(list((await session.execute(select(Case))).scalars()))
     assert count == 1
+
+
+async def test_no_trace_of_the_resident_in_any_table_after_forget(
+    store: Store, tmp_path: Path
+) -> None:
+    """Grep every table for the phone, the ID number and the words after /forget."""
+    from storage.models import Base
+
+    id_number = "11010519491231002X"
+    await worked_case(store, "641", close=True)
+    await new_case(store, "641", words=f"身份证 {id_number} 银行卡 6222020200112233445")
+    async with store.sessions.begin() as session:
+        await privacy.forget_resident(session, "telegram", "641", Actor("admin", "x"))
+    dumped = []
+    async with store.sessions() as session:
+        for table in Base.metadata.sorted_tables:
+            for row in (await session.execute(select(table))).all():
+                dumped.append(repr(tuple(row)))
+    everything = "\n".join(dumped)
+    for secret in (PHONE, "138****5678", id_number, "6222020200112233445", "王五", "欠条"):
+        assert secret not in everything, secret
+    assert "'641'" not in everything
