@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -91,3 +92,50 @@ async def test_forget_cancelled_and_a_stale_yes_deletes_nothing(client) -> None:
     async with store.sessions() as session:
         case = await case_repo.get_case(session, opened)
         assert PHONE in case.resident_words and case.status == CaseStatus.NEW
+
+
+class StaffInbox:
+    """A staff port (the boundary to a chat platform) that keeps what it was given."""
+
+    name = "telegram"
+
+    def __init__(self) -> None:
+        self.received: list[tuple[tuple[str, str], str]] = []
+
+    async def notify(
+        self,
+        staff_key: tuple[str, str],
+        text: str,
+        *,
+        reference: str | None = None,
+        attachment: dict[str, Any] | None = None,
+        buttons: Sequence[tuple[str, str]] = (),
+    ) -> bool:
+        self.received.append((staff_key, text))
+        return True
+
+
+async def test_forget_tells_the_mediator_of_a_withdrawn_case(client) -> None:
+    from actions import casework
+    from bot.i18n import t
+    from bot.web import DESK_SERVICE
+    from storage.people import add_mediator
+
+    http, store, _ = client
+    inbox = StaffInbox()
+    http.server.app[DESK_SERVICE].add_staff_port(inbox)
+    sender = "rest-told"
+    reference = await rest_case(store, sender, close=False)
+    async with store.sessions.begin() as session:
+        mediator = await add_mediator(
+            session,
+            channel="telegram",
+            external_id="m-told",
+            display_alias="王调解",
+            centre_code="fuyong-fenghuang",
+        )
+        await casework.claim(session, reference, mediator)
+    await send(http, sender, "/forget")
+    await send(http, sender, "yes")
+    told = [text for key, text in inbox.received if key == ("telegram", "m-told")]
+    assert any(t("privacy.mediator_told", "zh", reference=reference) in text for text in told)
