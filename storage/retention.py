@@ -25,10 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.cases import Actor, add_event
 from storage.models import Case, CaseEvent, CaseStatus, Conversation, ProcessedUpdate, Resident
 
-#: Keys of an event's data that carry what a person said, sent or is called.
-PERSONAL_KEYS = frozenset(
-    {"text", "words", "caption", "file_id", "file_name", "phone", "comment", "chat_id"}
-)
+#: Keys of an event's data that carry what a person said, sent or is called. (Not
+#: ``chat_id``/``message_id``: in ``announced`` entries they name the centre's card,
+#: which must stay editable to show the case withdrawn.)
+PERSONAL_KEYS = frozenset({"text", "words", "caption", "file_id", "file_name", "phone", "comment"})
 #: Case statuses whose personal data may go after the retention period.
 FINISHED = (CaseStatus.CLOSED, CaseStatus.WITHDRAWN)
 ERASED_EVENT = "data_erased"
