@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
@@ -308,18 +308,18 @@ async def rate(
 ) -> tuple[Case, bool]:
     """The resident's 1–5 rating of a resolved case, from their own chat only.
 
-    Returns the case and whether a supervisor must call back (回访): a first rating
-    of 1 or 2 asks for it, recorded on the timeline.
+    Returns the case and whether a supervisor must call back (回访): a rating of 1
+    or 2 asks for it, recorded on the timeline. A case is rated once: a second press
+    (an old keyboard, another device) is refused, so the report keeps the first.
     """
     case = await _rated_case(session, reference, resident_key)
-    if not 1 <= rating <= 5:
+    if not 1 <= rating <= 5 or case.rating is not None:
         raise NotAllowed(case.reference)
-    first = case.rating is None
     case.rating = rating
     await session.flush()
     actor = Actor("resident", str(case.resident_id))
     await case_repo.add_event(session, case, "rating", actor, {"rating": rating})
-    follow_up = first and rating <= 2
+    follow_up = rating <= 2
     if follow_up:
         await case_repo.add_event(
             session, case, "follow_up_requested", Actor.system(), {"rating": rating}
@@ -337,6 +337,14 @@ async def comment(
         session, case, "rating_comment", Actor("resident", str(case.resident_id)), {}
     )
     return case
+
+
+async def follow_up_requested(session: AsyncSession, case: Case) -> bool:
+    """Whether a low rating asked the supervisors to call back (回访) on this case."""
+    query = select(CaseEvent.id).where(
+        CaseEvent.case_id == case.id, CaseEvent.kind == "follow_up_requested"
+    )
+    return (await session.execute(query.limit(1))).first() is not None
 
 
 async def _rated_case(session: AsyncSession, reference: str, resident_key: tuple[str, str]) -> Case:
@@ -394,11 +402,26 @@ async def escalate(session: AsyncSession, case: Case, now: datetime) -> Centre |
         return None
     source = case.centre
     target = network.parent(source) or source
-    case.centre = target
-    case.escalation_level += 1
-    case.escalate_at = now + timedelta(minutes=network.claim_minutes(target, case.risk_level))
-    case.updated_at = now
-    await session.flush()
+    # Conditional on the deadline as read: with two processes (PostgreSQL, read
+    # committed) the second UPDATE waits for the first, then matches no row.
+    result = await session.execute(
+        update(Case)
+        .where(
+            Case.id == case.id,
+            Case.status == CaseStatus.NEW,
+            Case.escalate_at == case.escalate_at,
+        )
+        .values(
+            centre_id=target.id,
+            escalation_level=Case.escalation_level + 1,
+            escalate_at=now + timedelta(minutes=network.claim_minutes(target, case.risk_level)),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    await session.refresh(case)
     await case_repo.add_event(
         session,
         case,

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from actions import casework
+from actions import casework, learning
 from actions.cards import build_card, danger_names, kind_title, status_title
 from actions.ports import CardTarget, CaseCard, DeliveryError, ResidentPorts, StaffPort
 from actions.routing import route_department
@@ -46,12 +46,15 @@ from storage.models import (
     RiskLevel,
     utcnow,
 )
+from storage.phone import mask_phones_in_text
 
 log = logging.getLogger(__name__)
 
 STAFF_LANGUAGE = "zh"
-#: A claimed case with no message either way for this long gets a reminder (once a day).
+#: A claimed case with no activity for this long gets a reminder (once per idle stretch).
 IDLE_REMINDER = timedelta(days=2)
+#: Events that are not activity on a case (a look, a reminder, a card edited or lost).
+QUIET_KINDS = ("view", "reminder", "announced", "delivery_failed")
 #: Kinds of event a resident's /status may show, in their own words.
 SEND_LATER = list[Callable[[], Awaitable[Any]]]
 
@@ -288,6 +291,8 @@ class DeskService:
             await case_repo.add_event(
                 session, case, "recategorised", Actor.of(mediator), {"from": old, "to": category}
             )
+            # A mediator's correction is a label for the language model's review inbox.
+            await learning.record_recategorisation(session, case, old, category, str(mediator.id))
         await self.refresh_cards(reference)
         return case
 
@@ -436,12 +441,14 @@ class DeskService:
         """A low rating: the supervisors call back (回访), with the resident's comment."""
         async with self.store.sessions() as session:
             case = await case_repo.get_case(session, reference)
+        # Sent at the rating (no comment yet), and again with the comment when the
+        # resident writes one, so the supervisor calls back knowing what went wrong.
         text = t(
-            "desk.follow_up",
+            "desk.follow_up_comment" if case.rating_comment else "desk.follow_up",
             STAFF_LANGUAGE,
             reference=reference,
             rating=case.rating,
-            comment=case.rating_comment or "-",
+            comment=" ".join(mask_phones_in_text(case.rating_comment or "-").split()),
         )
         return await self._tell_supervisors(case, text)
 
@@ -720,7 +727,12 @@ async def _unannounced(session: AsyncSession) -> list[str]:
 
 
 async def _idle_cases(session: AsyncSession, now: datetime) -> list[tuple[str, Mediator]]:
-    """Claimed cases with no activity for :data:`IDLE_REMINDER`, reminded once a day."""
+    """Claimed cases with no activity for :data:`IDLE_REMINDER`: one reminder per idle
+    stretch (none again until something happens on the case and it goes quiet again).
+
+    "Once" is decided by the events (a reminder after the last activity), not by the
+    wall clock, so an injected ``now`` and several processes agree.
+    """
     cutoff = now - IDLE_REMINDER
     query = (
         select(Case)
@@ -735,25 +747,26 @@ async def _idle_cases(session: AsyncSession, now: datetime) -> list[tuple[str, M
     for case in (await session.execute(query)).scalars():
         last = (
             await session.execute(
-                select(CaseEvent.created_at)
-                .where(CaseEvent.case_id == case.id, CaseEvent.kind.not_in(("view", "reminder")))
+                select(CaseEvent.id, CaseEvent.created_at)
+                .where(CaseEvent.case_id == case.id, CaseEvent.kind.not_in(QUIET_KINDS))
                 .order_by(CaseEvent.id.desc())
                 .limit(1)
             )
-        ).scalar_one_or_none()
-        if last is not None and last >= cutoff:
+        ).first()
+        if last is not None and last.created_at >= cutoff:
             continue
         reminded = (
             await session.execute(
                 select(CaseEvent.id).where(
                     CaseEvent.case_id == case.id,
                     CaseEvent.kind == "reminder",
-                    CaseEvent.created_at >= now - timedelta(days=1),
+                    CaseEvent.id > (last.id if last is not None else 0),
                 )
             )
         ).first()
         if reminded is not None or case.mediator is None:
             continue
-        await case_repo.add_event(session, case, "reminder", Actor.system(), {})
+        since = last.created_at.isoformat() if last is not None else None
+        await case_repo.add_event(session, case, "reminder", Actor.system(), {"idle_since": since})
         found.append((case.reference, case.mediator))
     return found

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions import casework
 from actions.routing import route_department, route_in
+from bot.i18n import LANGUAGES, raw
 from storage import cases as case_repo
 from storage.cases import Actor
 from storage.models import (
@@ -285,15 +286,26 @@ async def attach_evidence(
     )
 
 
+def resident_event_kinds() -> list[str]:
+    """Kinds of event a resident may see on /status: those the catalogs name for
+    residents (``dialogue.event_names``). Staff-only events (a card announced, a look
+    at the case, an alert going up) are never shown, and never as a raw key."""
+    kinds: set[str] = set()
+    for language in LANGUAGES:
+        kinds |= set(raw("dialogue.event_names", language) or {})
+    return sorted(kinds)
+
+
 async def lookup_status(session: AsyncSession, resident: Resident) -> list[dict[str, Any]]:
-    """The resident's cases, newest first, each with its latest visible event."""
+    """The resident's cases, newest first, each with its latest event shown to residents."""
     query = select(Case).where(Case.resident_id == resident.id).order_by(Case.id.desc()).limit(10)
+    visible = resident_event_kinds()
     found = []
     for case in (await session.execute(query)).scalars():
         last = (
             await session.execute(
                 select(CaseEvent)
-                .where(CaseEvent.case_id == case.id, CaseEvent.kind != "view")
+                .where(CaseEvent.case_id == case.id, CaseEvent.kind.in_(visible))
                 .order_by(CaseEvent.id.desc())
                 .limit(1)
             )

@@ -23,7 +23,8 @@ Deletion keeps what the district reports upwards and loses who the person is:
   from our side once their ids are erased;
 * the resident's row (channel id, phone) and the chat's conversation state go.
 
-Exports show the phone masked: the resident knows their number, and the file sits on
+Exports show phones, ID and bank card numbers and e-mails masked (:mod:`storage.redact`):
+the resident knows their own numbers, and the file sits on
 disk under ``data_dir/exports/`` until the retention job removes it a day later.
 """
 
@@ -47,7 +48,7 @@ from storage import retention as queries
 from storage.cases import OPEN_STATUSES, Actor
 from storage.conversations import load_conversation
 from storage.models import Case, CaseEvent, CaseStatus
-from storage.phone import mask_phones_in_text
+from storage.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def _message(event: CaseEvent) -> dict[str, Any]:
     return {
         "at": _iso(event.created_at),
         "direction": "out" if event.kind == "message_out" else "in",
-        "text": mask_phones_in_text(str(data.get("text") or data.get("words") or "")),
+        "text": redact_text(str(data.get("text") or data.get("words") or "")),
         "file": data.get("file_name") or data.get("kind") if data.get("file_id") else None,
     }
 
@@ -95,9 +96,9 @@ async def export_resident(
                 "rating_comment": case.rating_comment,
                 "street": case.street,
                 "community": case.community,
-                "words": mask_phones_in_text(case.resident_words),
-                "summary": mask_phones_in_text(case.summary),
-                "fields": {k: mask_phones_in_text(str(v)) for k, v in (case.fields or {}).items()},
+                "words": redact_text(case.resident_words),
+                "summary": redact_text(case.summary),
+                "fields": {k: redact_text(str(v)) for k, v in (case.fields or {}).items()},
                 "phone": case.phone_masked,
                 "filed_at": _iso(case.created_at),
                 "closed_at": _iso(case.closed_at),
@@ -126,7 +127,7 @@ async def export_resident(
         },
         "draft": None
         if draft is None
-        else {"words": [mask_phones_in_text(str(w)) for w in draft.get("words") or []]},
+        else {"words": [redact_text(str(w)) for w in draft.get("words") or []]},
         "cases": exported_cases,
         "ratings": [
             {"reference": c["reference"], "rating": c["rating"]}

@@ -67,6 +67,10 @@ def resident_answer(state: dict[str, Any], last: Outcome, ctx: Context) -> Event
     typed = TYPED_EN if english else TYPED
     if step == Step.CHOOSE_CATEGORY:
         return ButtonEvent(next(p for p in offered if p.startswith("cat:")))
+    if step == Step.CONFIRM_CATEGORY and any(p.startswith("choice:") for p in offered):
+        # The kind asked together with its first question: the first answer is the
+        # first sensible button (it confirms the kind too).
+        return ButtonEvent(next(p for p in offered if p.startswith("choice:")))
     if step == Step.SLOT:
         slot = ctx.forms.get(draft.get("category") or "dispute_other").slot(draft["slot"])
         if slot is not None and slot.choices:

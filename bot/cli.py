@@ -24,12 +24,20 @@ from bot.case_view import category_name, format_time
 from bot.i18n import t
 from bot.nlu_commands import nlu_app
 from bot.privacy_commands import register as register_privacy_commands
+from bot.review_commands import review_app
 from bot.runtime import Store
 from bot.settings import Settings, SettingsError, load_settings
+from bot.wechat_commands import wechat_app
 from storage import cases as case_repo
 from storage import people
 from storage.db import DatabaseUnavailable, check_database
-from storage.directory import load_directory, parse_directory
+from storage.directory import (
+    Directory,
+    all_centres,
+    load_directory,
+    parse_directory,
+    unheard_centres,
+)
 from storage.errors import CaseNotFound, CentreNotFound, DirectoryFileError, MediatorNotFound
 from storage.migrate import head_revision, upgrade
 from storage.models import CaseStatus, MediatorRole, RiskLevel
@@ -52,6 +60,8 @@ app.add_typer(mediator_app, name="mediator")
 app.add_typer(case_app, name="case")
 app.add_typer(nlu_app, name="nlu")
 register_privacy_commands(app, case_app)  # retention, resident, keys, case audit
+app.add_typer(wechat_app, name="wechat")
+app.add_typer(review_app, name="review")
 
 out = Console()
 err = Console(stderr=True)
@@ -152,6 +162,23 @@ def centres_load(
 
     counts = with_store(settings, work)
     out.print(t("cli.centres_loaded", settings.language, path=file, **counts))
+    warn_unheard(directory, settings.language)
+
+
+#: How many centre codes a warning names before "…".
+SHOWN_CODES = 12
+
+
+def warn_unheard(directory: Directory, language: str) -> None:
+    """Say which centres' case cards reach no chat, and which go up the tree."""
+    nowhere, above = unheard_centres(directory)
+    if nowhere:
+        codes = ", ".join(nowhere[:SHOWN_CODES]) + (" …" if len(nowhere) > SHOWN_CODES else "")
+        text = t("cli.centres_unheard", language, count=len(nowhere), codes=codes)
+        err.print(text, markup=False, soft_wrap=True)
+    if above:
+        text = t("cli.centres_heard_above", language, count=len(above))
+        err.print(text, markup=False, soft_wrap=True)
 
 
 @mediator_app.command("add")
@@ -406,6 +433,39 @@ def _nlu_errors() -> tuple[type[Exception], ...]:
     return (ConfigError, ModelError, TrainingDataError)
 
 
+def ensure_directory(settings: Settings) -> None:
+    """An empty centre directory would file every case to nobody: load the configured
+    file (``TIAOJIE_CENTRES_FILE``) then, or refuse to start with one clear line."""
+
+    async def empty(store: Store) -> bool:
+        async with store.sessions() as session:
+            return not await all_centres(session)
+
+    if not with_store(settings, empty):
+        return
+    path = settings.centres_file
+    try:
+        directory = parse_directory(path) if path.is_file() else None
+    except DirectoryFileError as error:
+        text = t("cli.directory_error", settings.language, error=error)
+        err.print(text, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if directory is None or not directory.centres:
+        err.print(
+            t("cli.directory_missing", settings.language, path=path), markup=False, soft_wrap=True
+        )
+        raise typer.Exit(2)
+
+    async def work(store: Store) -> dict[str, int]:
+        async with store.sessions.begin() as session:
+            return await load_directory(session, directory)
+
+    counts = with_store(settings, work)
+    message = t("cli.directory_loaded_at_start", settings.language, path=path, **counts)
+    logging.getLogger(__name__).warning("%s", message)
+    warn_unheard(directory, settings.language)
+
+
 @app.command("run")
 def run() -> None:
     """Start the assistant: health check, REST channel and, with a bot token, Telegram."""
@@ -419,6 +479,7 @@ def run() -> None:
     settings = settings_or_exit()
     setup_logging(settings)
     with_store(settings, lambda store: asyncio.sleep(0))
+    ensure_directory(settings)
 
     async def serve() -> None:
         stop = asyncio.Event()

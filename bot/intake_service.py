@@ -30,7 +30,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-from actions import casework, intake
+from actions import casework, intake, learning
 from bot import privacy_chat
 from bot.dialogue.engine import Context, detect_language, handle
 from bot.dialogue.model import (
@@ -38,6 +38,7 @@ from bot.dialogue.model import (
     ActionDone,
     AttachEvidence,
     AttachmentEvent,
+    ButtonEvent,
     CaseFiled,
     CaseWords,
     CommentCase,
@@ -70,6 +71,9 @@ log = logging.getLogger(__name__)
 
 #: How many chats' states one process keeps in memory between their messages.
 STATE_CACHE_SIZE = 10_000
+#: Steps whose answer the learning loop keeps (the resident confirming or correcting the
+#: model's kind): never taken on the session-less fast path.
+DECISION_STEPS = frozenset({"confirm_category", "choose_category"})
 #: What each channel can show; the engine never mentions a button the channel lacks.
 CHANNEL_FEATURES = {"telegram": frozenset({"buttons", "contact", "location"})}
 #: REST and callback bridges, the console and WeChat show choices (as buttons or
@@ -100,9 +104,11 @@ class IntakeService:
         reference_prefix: str = "BA",
         timezone: str = "Asia/Shanghai",
         notifier: Notifier | None = None,
+        review_thresholds: learning.Thresholds | None = None,
         data_dir: Path | str = "var",
     ) -> None:
         self.store = store
+        self.review_thresholds = review_thresholds or learning.Thresholds()
         self.data_dir = Path(data_dir)  # where /mydata exports and evidence files live
         self.notifier: Notifier = notifier or LogNotifier()
         self.nlu = nlu
@@ -217,7 +223,7 @@ class IntakeService:
             # with the state in memory, the engine plus one UPDATE, no ORM session.
             state, version = cached
             outcome = handle(state, event, ctx)
-            if not outcome.actions:
+            if not outcome.actions and state.get("step") not in DECISION_STEPS:
                 async with self.store.engine.begin() as connection:
                     saved = await save_conversation(connection, *key, outcome.state, version)
                 return self._done(key, outcome.state, saved, list(outcome.replies)), []
@@ -238,6 +244,8 @@ class IntakeService:
                     saved = await save_conversation(session, *key, relayed[1], version)
                     return self._done(key, relayed[1], saved, relayed[0]), notices
                 outcome = handle(state, event, ctx)
+                # Learning loop (issue 13): what the model decided at a decision point.
+                await self._capture(session, sender, state, outcome.state, event)
             state = outcome.state
             replies = list(outcome.replies)
             pending: list[Action] = list(outcome.actions)
@@ -265,6 +273,61 @@ class IntakeService:
         if known is not None:
             return known
         return detect_language(event.text) if isinstance(event, TextEvent) else "zh"
+
+    async def _capture(
+        self,
+        session: AsyncSession,
+        sender: Sender,
+        before: dict[str, Any],
+        after: dict[str, Any],
+        event: Event,
+    ) -> None:
+        """The learning loop's decision points: the first description the model
+        classified, and the resident's answer to the kind it proposed (yes, no, or
+        another kind picked). Kept masked for the review inbox; a capture error never
+        costs the resident their message (a savepoint keeps it out of the turn)."""
+        step, next_step = before.get("step"), after.get("step")
+        draft = before.get("draft") or {}
+        try:
+            async with session.begin_nested():
+                if (
+                    isinstance(event, TextEvent)
+                    and event.parse
+                    and step in (None, "new", "describe")
+                    and next_step in ("confirm_category", "choose_category")
+                ):
+                    await learning.capture_first_message(
+                        session,
+                        text=event.text,
+                        parse=event.parse,
+                        channel=sender.channel,
+                        chat_id=sender.chat_id,
+                        model_version=getattr(self.nlu, "version", None),
+                        thresholds=self.review_thresholds,
+                    )
+                elif step == "confirm_category" and next_step != "confirm_category":
+                    await learning.capture_kind_answer(
+                        session,
+                        channel=sender.channel,
+                        chat_id=sender.chat_id,
+                        proposed=draft.get("category"),
+                        affirmed=next_step != "choose_category",
+                    )
+                elif (
+                    step == "choose_category"
+                    and isinstance(event, ButtonEvent)
+                    and event.payload.startswith("cat:")
+                ):
+                    candidates = draft.get("candidates") or [None]
+                    await learning.capture_kind_answer(
+                        session,
+                        channel=sender.channel,
+                        chat_id=sender.chat_id,
+                        proposed=draft.get("category") or candidates[0],
+                        chosen=event.payload.removeprefix("cat:"),
+                    )
+        except SQLAlchemyError as error:
+            log.warning("capture for review failed: %s", type(error).__name__)
 
     def _done(
         self, key: tuple[str, str], state: dict[str, Any], version: int, replies: list[Reply]
@@ -354,6 +417,12 @@ class IntakeService:
                         prefix=self.reference_prefix,
                         timezone=self.timezone,
                     )
+                    await learning.attach_case_by_reference(
+                        session,
+                        channel=sender.channel,
+                        chat_id=sender.chat_id,
+                        reference=filed.reference,
+                    )
                     kind = {"emergency": "urgent", "human": "human"}.get(reason, "filed")
                     notices.append(CaseNotice(kind, filed.reference))  # type: ignore[arg-type]
                     return CaseFiled(filed.reference, reason, filed.centre_zh, filed.centre_en)
@@ -410,9 +479,12 @@ class IntakeService:
                         notices.append(CaseNotice("follow_up", reference))
                     return None
                 case CommentCase(reference=reference, text=text):
-                    await casework.comment(
+                    case = await casework.comment(
                         session, reference, text, (sender.channel, sender.chat_id)
                     )
+                    if await casework.follow_up_requested(session, case):
+                        # The supervisors were asked at the rating; now the words.
+                        notices.append(CaseNotice("follow_up", reference))
                     return None
                 case LookupStatus():
                     cases = await intake.lookup_status(session, resident)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from bot.model_swap import SwappableNLU
 from bot.settings import Settings
 from nlu.engine import DEFAULT_CONFIG, DEFAULT_DATA, BuiltinEngine, load_engine, train
 from nlu.interface import NLUBackend
@@ -52,7 +53,15 @@ async def open_nlu(settings: Settings) -> AsyncIterator[tuple[NLUBackend, float]
     builtin = ensure_builtin(settings.model_dir)
     threshold = builtin.config.threshold
     if settings.nlu_backend != "rasa":
-        yield builtin, threshold
+        # Learning loop: follow the model registry's active model (hot swap).
+        swappable = SwappableNLU(
+            builtin, settings.database_url, poll_seconds=settings.model_poll_seconds
+        )
+        await swappable.start()
+        try:
+            yield swappable, threshold
+        finally:
+            await swappable.close()
         return
     from nlu.rasa_backend import RasaBackend
 

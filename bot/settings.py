@@ -57,8 +57,24 @@ class Settings(BaseSettings):
         default=Path("storage/data/baoan_centres.yml"), alias="TIAOJIE_CENTRES_FILE"
     )
     sweep_seconds: int = Field(default=60, ge=0, le=3600, alias="TIAOJIE_SWEEP_SECONDS")
+    # WeChat Official Account (公众号) for residents; on when token, app id and secret are set.
+    wechat_token: SecretStr | None = Field(default=None, alias="WECHAT_TOKEN")
+    wechat_app_id: str | None = Field(default=None, alias="WECHAT_APP_ID")
+    wechat_app_secret: SecretStr | None = Field(default=None, alias="WECHAT_APP_SECRET")
+    wechat_aes_key: SecretStr | None = Field(default=None, alias="WECHAT_AES_KEY")
+    wechat_api_base_url: str = Field(
+        default="https://api.weixin.qq.com", alias="WECHAT_API_BASE_URL"
+    )
+    wechat_template_id_status: str | None = Field(default=None, alias="WECHAT_TEMPLATE_ID_STATUS")
     #: Where people reach this installation (links to the web workspace on cards).
     public_url: str | None = Field(default=None, alias="TIAOJIE_PUBLIC_URL")
+    # Learning loop (issue 13): how often each process checks the model registry, and
+    # when a parse counts as doubtful enough to rank high in the review inbox.
+    model_poll_seconds: float = Field(default=2.0, gt=0, le=5, alias="TIAOJIE_MODEL_POLL_SECONDS")
+    review_low_confidence: float = Field(
+        default=0.5, ge=0, le=1, alias="TIAOJIE_REVIEW_LOW_CONFIDENCE"
+    )
+    review_small_margin: float = Field(default=0.1, ge=0, le=1, alias="TIAOJIE_REVIEW_SMALL_MARGIN")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="TIAOJIE_LOG_LEVEL"
     )
@@ -90,6 +106,21 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("wechat_api_base_url")
+    @classmethod
+    def _plain_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value is not None else None
+
+    @field_validator("wechat_aes_key")
+    @classmethod
+    def _aes_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        """WeChat's EncodingAESKey: 43 characters of A-Z, a-z and 0-9."""
+        if value is not None and not re.match(r"^[A-Za-z0-9]{43}$", value.get_secret_value()):
+            raise ValueError("must be the 43-character EncodingAESKey from the WeChat console")
         return value
 
     @field_validator("telegram_bot_token")
@@ -126,6 +157,11 @@ class Settings(BaseSettings):
         if self.telegram_webhook_url and self.telegram_webhook_secret is None:
             raise ValueError("TELEGRAM_WEBHOOK_SECRET must be set when TELEGRAM_WEBHOOK_URL is set")
         return self
+
+    @property
+    def wechat_enabled(self) -> bool:
+        """The Official Account channel runs when its token, app id and secret are set."""
+        return bool(self.wechat_token and self.wechat_app_id and self.wechat_app_secret)
 
     @property
     def is_sqlite(self) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from actions.desk import DeskService
+from actions.learning import Thresholds
 from actions.ports import ResidentPorts
 from actions.retention import retention_job
 from actions.scheduler import Job, Scheduler
@@ -81,6 +82,7 @@ def create_app(
         timezone=settings.timezone,
         notifier=desk,
         data_dir=settings.data_dir,
+        review_thresholds=Thresholds(settings.review_low_confidence, settings.review_small_margin),
     )
     # --- HTTP channels (REST outbox, Rasa callback) and their ports to residents
     ports.register(add_rest_channel(app, service, settings))
@@ -94,6 +96,14 @@ def create_app(
         from bot.channels.telegram import add_telegram
 
         add_telegram(app, settings, service, desk, ports)
+    # --- WeChat Official Account (residents) and WeCom group robots (centres' cards).
+    if settings.wechat_enabled:
+        from bot.channels.wechat import add_wechat
+
+        add_wechat(app, settings, service, ports)
+    from bot.channels.wecom import add_wecom
+
+    add_wecom(app, settings, desk)
     add_scheduler(app, settings, desk)
     return app
 

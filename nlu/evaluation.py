@@ -30,6 +30,7 @@ from nlu.interface import FALLBACK_INTENT, ParseResult
 from nlu.training_data import Example, TrainingData
 
 EMERGENCY = "emergency"
+REFERRAL = "referral"
 
 
 @dataclass(slots=True)
@@ -178,6 +179,41 @@ def risk_report(predictions: Predictions) -> dict[str, Any]:
     }
 
 
+def false_alarm_rate(predictions: Predictions) -> float | None:
+    """Share of non-emergency messages the bot would treat as one: classified
+    ``emergency`` or flagged by the risk layer (rules or classifier doubt)."""
+    other = [
+        p
+        for e, p in zip(predictions.examples, predictions.parses, strict=True)
+        if e.intent != EMERGENCY
+    ]
+    if not other:
+        return None
+    alarms = sum(p["intent"]["name"] == EMERGENCY or p["risk"]["flagged"] for p in other)
+    return round(alarms / len(other), 4)
+
+
+def held_out_summary(predictions: Predictions) -> dict[str, Any]:
+    """The figures a held-out file is judged by (issue 11): macro-F1 over all intents,
+    macro-F1 over the dispute kinds, referral F1, emergency recall with the rules, and
+    the false-alarm rate."""
+    intents = intent_report(predictions)
+    disputes = [
+        v["f1-score"]
+        for k, v in intents.items()
+        if k.startswith("dispute_") and isinstance(v, dict)
+    ]
+    risk = risk_report(predictions)
+    referral = intents.get(REFERRAL)
+    return {
+        "macro_f1": intents["macro avg"]["f1-score"],
+        "dispute_macro_f1": float(np.mean(disputes)) if disputes else None,
+        "referral_f1": referral["f1-score"] if isinstance(referral, dict) else None,
+        "emergency_recall_combined": risk["emergency_recall_combined"],
+        "false_alarm_rate": false_alarm_rate(predictions),
+    }
+
+
 def _plots(predictions: Predictions, out: Path) -> None:
     gold = [example.intent for example in predictions.examples]
     predicted = [parse["intent"]["name"] for parse in predictions.parses]
@@ -242,4 +278,5 @@ def write_reports(predictions: Predictions, out: Path) -> dict[str, Any]:
         "fallbacks": sum(p["intent"]["name"] == FALLBACK_INTENT for p in predictions.parses),
         "messages": len(predictions.parses),
         **{k: v for k, v in risk.items() if not isinstance(v, list)},
+        **held_out_summary(predictions),
     }

@@ -141,7 +141,7 @@ cmd_setup() {
 # intents and entities found in the NLU data; it is never committed.
 write_domain() {
     mkdir -p "$VAR_DIR"
-    "$VENV/bin/python" - "$DATA_DIR" "$DOMAIN" <<'PY'
+    "$VENV/bin/python" - "${1:-$DATA_DIR}" "$DOMAIN" <<'PY'
 import sys
 from rasa.shared.exceptions import RasaException
 from rasa.shared.nlu.training_data.loading import load_data
@@ -283,15 +283,38 @@ print("rasa.sh: validation passed", file=sys.stderr)
 PY
 }
 
+# The labelled real messages of the review inbox (training slice only, never the
+# holdout slice) join nlu/data: exported with `tiaojie review export` into a temporary
+# folder beside copies of the data files, since `rasa train nlu --nlu` takes one path.
+# Without a reachable database (or with TIAOJIE_RASA_NO_REVIEWED=1) only nlu/data is used.
+reviewed_data_dir() {
+    local combined="$1"
+    mkdir -p "$combined"
+    cp "$DATA_DIR"/*.yml "$combined"/
+    if [[ "${TIAOJIE_RASA_NO_REVIEWED:-0}" != "1" && -x "$ROOT/.venv/bin/tiaojie" ]]; then
+        if "$ROOT/.venv/bin/tiaojie" review export --out "$combined/reviewed" >&2; then
+            log "including reviewed messages from the review inbox"
+        else
+            log "review export failed (no database?); training on $DATA_DIR only"
+            rm -rf "$combined/reviewed"
+        fi
+    fi
+}
+
 cmd_train() {
     need_venv
     check_data
-    write_domain
+    local combined
+    combined=$(mktemp -d "${TMPDIR:-/tmp}/tiaojie-rasa-data.XXXXXX")
+    # shellcheck disable=SC2064  # expand now: the folder is local to this call
+    trap "rm -rf '$combined'" RETURN
+    reviewed_data_dir "$combined"
+    write_domain "$combined"
     mkdir -p "$MODEL_DIR"
     local start end
     start=$(date +%s.%N)
     rasa_cli train nlu \
-        --nlu "$DATA_DIR" \
+        --nlu "$combined" \
         --config "$CONFIG" \
         --domain "$DOMAIN" \
         --out "$MODEL_DIR" \

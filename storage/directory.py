@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import DirectoryFileError
 from storage.models import Centre, CentreDepartment, CentreLevel, Department
+from storage.wechat import set_wecom_webhook
 
 _LINE = "__line__"
 
@@ -67,6 +68,8 @@ class CentreEntry(BaseModel):
     longitude: float | None = Field(default=None, ge=-180, le=180)
     telegram_chat_id: int | None = None
     telegram_thread_id: int | None = None
+    #: WeCom group robot (企业微信群机器人) webhook where the centre's cases are posted.
+    wecom_webhook: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=512)
     claim_minutes: ClaimMinutes | None = None
     departments: list[str] = Field(default_factory=list)
 
@@ -210,7 +213,9 @@ async def load_directory(session: AsyncSession, directory: Directory) -> dict[st
         c.code: c for c in (await session.execute(select(Centre))).scalars()
     }
     for centre_entry in directory.centres:  # parents come first in a well-formed file
-        values = centre_entry.model_dump(exclude={"parent", "claim_minutes", "departments"})
+        values = centre_entry.model_dump(
+            exclude={"parent", "claim_minutes", "departments", "wecom_webhook"}
+        )
         minutes = centre_entry.claim_minutes or ClaimMinutes()
         values["claim_minutes_normal"] = minutes.normal
         values["claim_minutes_urgent"] = minutes.urgent
@@ -221,6 +226,7 @@ async def load_directory(session: AsyncSession, directory: Directory) -> dict[st
     for centre_entry in directory.centres:
         centre = centres[centre_entry.code]
         centre.parent_id = centres[centre_entry.parent].id if centre_entry.parent else None
+        await set_wecom_webhook(session, centre.id, centre_entry.wecom_webhook)
         await session.execute(
             delete(CentreDepartment).where(CentreDepartment.centre_id == centre.id)
         )
@@ -256,3 +262,27 @@ async def first_department_for(session: AsyncSession, category: str) -> Departme
     """The first department (file order) the directory routes ``category`` to."""
     departments = (await session.execute(select(Department).order_by(Department.id))).scalars()
     return next((d for d in departments if category in (d.categories or [])), None)
+
+
+def unheard_centres(directory: Directory) -> tuple[list[str], list[str]]:
+    """Centres whose case cards can reach no Telegram group: ``(nowhere, above)``.
+
+    ``nowhere``: neither the centre nor any centre above it has a group, so a card for
+    a case there reaches no chat at all; ``above``: no group of its own, its cards go
+    to the nearest centre up the tree that has one. The loader warns about both.
+    """
+    by_code = {entry.code: entry for entry in directory.centres}
+    nowhere: list[str] = []
+    above: list[str] = []
+    for entry in directory.centres:
+        if entry.telegram_chat_id is not None:
+            continue
+        node = by_code.get(entry.parent) if entry.parent else None
+        seen = {entry.code}
+        while node is not None and node.telegram_chat_id is None and node.code not in seen:
+            seen.add(node.code)
+            node = by_code.get(node.parent) if node.parent else None
+        (above if node is not None and node.telegram_chat_id is not None else nowhere).append(
+            entry.code
+        )
+    return nowhere, above

@@ -7,7 +7,7 @@ such module is imported here, once, so its tables join ``Base.metadata``.
 
 from __future__ import annotations
 
-from storage import models, outbox  # noqa: F401  (outbox: the REST outbox table)
+from storage import models, nlu_registry, outbox, review, wechat
 from storage.models import Base
 
-__all__ = ["Base", "models"]
+__all__ = ["Base", "models", "nlu_registry", "outbox", "review", "wechat"]

@@ -84,6 +84,9 @@ def test_help_on_every_command() -> None:
         ["keys"],
         ["keys", "rotate"],
         ["case", "audit"],
+        ["wechat"],
+        ["wechat", "menu"],
+        ["review"],
     ]
     for command in commands:
         result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})

@@ -317,7 +317,9 @@ def test_an_urgent_case_is_never_promised_a_working_day() -> None:
 def test_low_confidence_kind_is_never_confirmed() -> None:
     chat = Chat()
     chat.say("我要找人工", "request_human", 0.95)
-    chat.say("反正就是很烦", "nlu_fallback", 0.1)
+    out = chat.say("反正就是很烦", "nlu_fallback", 0.1)
+    [filed] = out.actions
+    assert isinstance(filed, FileCase) and filed.draft["category"] == "dispute_other"
     out = chat.send(CaseFiled("BA-20261130-0007", "human"))
     assert chat.step == Step.CHOOSE_CATEGORY
     assert not any("对吗" in r.text for r in out.replies)
@@ -327,3 +329,24 @@ def test_english_emergency_help_is_in_english() -> None:
     chat = Chat()
     out = chat.say("He has a knife and says he will kill me")
     assert out.replies[0].text.startswith("⚠️ If you")
+
+
+def test_a_place_named_in_an_alarm_on_a_filed_case_travels_with_the_flag() -> None:
+    chat = at_filed()
+    out = chat.say("我们在西乡流塘,他拿着刀说要砍死我")
+    [flag] = out.actions
+    assert isinstance(flag, FlagUrgent)
+    assert (flag.street, flag.community) == ("xixiang", "流塘")
+
+
+def test_a_phone_number_typed_after_an_alarm_is_not_copied_as_words() -> None:
+    chat = at_slot()
+    chat.say("他拿着刀说要砍死我")
+    chat.send(CaseFiled("BA-20261130-0008", "emergency"))
+    chat.send(ButtonEvent("street:xixiang"))
+    while chat.step == Step.SLOT:
+        answer_form(chat)
+    assert chat.step == Step.PHONE
+    out = chat.say("13812345678")
+    assert not [a for a in out.actions if isinstance(a, CaseWords)]
+    assert chat.state["draft"]["phone"] == "13812345678"

@@ -65,8 +65,12 @@ def _chattr(flag: str, path: Path) -> bool:
 
 async def test_unwritable_sqlite_file_is_503(serve: Callable[..., Any], sqlite_url: str) -> None:
     path = Path(sqlite_url.split("///", 1)[1])
-    http = await serve(sqlite_url)
+    http = await serve(sqlite_url, sweep_seconds=0)
     assert (await http.get("/healthz")).status == 200
+    # An fd opened before the change could still write (and SQLite reuses such fds
+    # within a process), so close the pool: the probe then sees what a new connection
+    # — a restarted process — would see.
+    await http.app[STORE].engine.dispose()
     # Root ignores file modes, so make the file immutable (ext4 and most file systems).
     if not _chattr("+i", path):
         pytest.skip("cannot make the database file immutable here (chattr +i)")

@@ -200,3 +200,39 @@ def test_cli_parse_without_model(cli_env, tmp_path):
     done = runner.invoke(app, ["nlu", "parse", "--models", str(tmp_path), "hi"])
     assert done.exit_code == 2
     assert "nlu train" in done.stderr
+
+
+def test_cli_test_reports_both_held_out_files(cli_env, model_dir, tmp_path, monkeypatch):
+    """Without --data, `nlu test` evaluates each held-out file into its own sub-folder."""
+    import bot.nlu_commands as commands
+
+    own = tmp_path / "own.yml"
+    own.write_text(
+        'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - 早上好呀\n'
+        "- intent: dispute_tenancy\n  examples: |\n    - 二房东扣了我押金不退\n",
+        "utf-8",
+    )
+    questions = tmp_path / "questions.yml"
+    questions.write_text(
+        'version: "3.1"\nnlu:\n- intent: referral\n  examples: |\n'
+        "    - 你好,我表弟被派出所刑事拘留了,家属能请律师吗\n"
+        "- intent: emergency\n  examples: |\n    - 他拿着刀说要杀了我\n",
+        "utf-8",
+    )
+    monkeypatch.setattr(commands, "HELD_OUT_FILES", (own, questions))
+    out = tmp_path / "report"
+    done = runner.invoke(app, ["nlu", "test", "--models", str(model_dir), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    for name, intents in (("own", {"greet", "dispute_tenancy"}), ("questions", {"referral"})):
+        report = json.loads((out / name / "intent_report.json").read_text("utf-8"))
+        assert intents <= report.keys()
+        assert (out / name / "risk_report.json").is_file()
+    assert "own.yml" in done.stdout and "questions.yml" in done.stdout
+    assert done.stdout.count("Dispute kinds, macro-F1") == 2
+    assert "Referral (not for mediation) F1" in done.stdout
+    assert "False alarms" in done.stdout
+
+    questions.unlink()  # the question-register file is optional: only the first is run
+    done = runner.invoke(app, ["nlu", "test", "--models", str(model_dir), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert "own.yml" in done.stdout and "questions.yml" not in done.stdout

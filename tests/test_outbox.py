@@ -109,3 +109,43 @@ async def test_port_messages_come_first_in_the_next_answer(client) -> None:
     # Handed over once: the next answer has only the replies to the new message.
     again = await (await http.post(URL, json={"sender": "r1", "message": "/status"})).json()
     assert len(again) == len(body) - 2
+
+
+async def test_mediator_reply_through_the_desk_reaches_a_rest_resident_once(client) -> None:
+    from actions import casework
+    from actions.intake import file_case
+    from bot.web import DESK_SERVICE
+    from storage.people import add_mediator, get_or_create_resident
+
+    http, store = client
+    who = "desk-rest-1"
+    async with store.sessions.begin() as session:
+        resident = await get_or_create_resident(session, "rest", who)
+        filed = await file_case(
+            session,
+            {
+                "words": ["邻居漏水"],
+                "category": "dispute_neighbor",
+                "street": "xixiang",
+                "community": None,
+                "consent": True,
+            },
+            resident=resident,
+            channel="rest",
+            chat_id=who,
+            language="zh",
+            vault=store.vault,
+            reason="submit",
+        )
+        mediator = await add_mediator(
+            session,
+            channel="telegram",
+            external_id="78",
+            display_alias="阿芳",
+            centre_code="xixiang",
+        )
+        await casework.claim(session, filed.reference, mediator)
+    assert await http.app[DESK_SERVICE].reply(filed.reference, mediator, "明天上午十点上门")
+    body = await (await http.post(URL, json={"sender": who, "message": "好的"})).json()
+    texts = [item["text"] for item in body]
+    assert sum("明天上午十点上门" in text for text in texts) == 1, texts

@@ -96,9 +96,12 @@ async def worked_case(store: Store, chat: str, *, close: bool) -> tuple[str, str
 
 async def test_export_holds_cases_messages_evidence_and_masks_phones(store: Store) -> None:
     reference, _ = await worked_case(store, "601", close=True)
+    second = await new_case(store, "601", words="身份证 11010519491231002X 邮箱 li.si@example.com")
     async with store.sessions() as session:
         export = await privacy.export_resident(session, "telegram", "601", "en")
-    assert [c["reference"] for c in export["cases"]] == [reference]
+    assert [c["reference"] for c in export["cases"]] == [reference, second]
+    assert "11010519491231002X" not in str(export) and "li.si@example.com" not in str(export)
+    export["cases"] = export["cases"][:1]
     case = export["cases"][0]
     assert case["status"] == "closed" and case["outcome"] == "agreement" and case["rating"] == 4
     assert [m["direction"] for m in case["messages"]] == ["in", "out"]

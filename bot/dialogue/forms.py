@@ -62,6 +62,9 @@ class Slot(BaseModel):
     #: about what happened), ``any`` takes both.
     when: Literal["past", "any"] = "past"
     required: bool = True
+    #: Ask it one by one even though it is optional (a skip button is offered); by
+    #: default only required slots and risk questions are asked (see Form.asked).
+    ask: bool = False
     label: Localised
     prompt: Localised
     choices: list[Choice] = Field(default_factory=list)
@@ -96,12 +99,12 @@ class Form(BaseModel):
         return next((slot for slot in self.slots if slot.name == name), None)
 
     def asked(self, slot: Slot) -> bool:
-        """Asked one by one: required slots; optional ones whose answer can raise the
-        risk (violence at home); and dates (since when: time limits run from them).
-        Other optional slots (amounts, headcounts, kinds of evidence) are taken from
+        """Asked one by one: required slots, optional ones whose answer can raise the
+        risk (violence at home), and those the form marks ``ask: true``. Other
+        optional slots (amounts, headcounts, kinds of evidence, dates) are taken from
         the first message when it says them, else left to the review's edit buttons:
         ask less."""
-        return slot.required or slot.type == "date" or any(c.risk for c in slot.choices)
+        return slot.required or slot.ask or any(c.risk for c in slot.choices)
 
 
 class FormsError(Exception):

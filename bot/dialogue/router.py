@@ -98,7 +98,10 @@ def is_emergency(turn: Turn, parse: ParseResult) -> bool:
     name, confidence = intent_of(parse)
     risk = parse.get("risk")
     flagged = bool(risk and risk.get("flagged"))
-    return flagged or (name == "emergency" and confidence >= turn.ctx.threshold)
+    # The rules' "benign" verdict (mahjong at 2 a.m., "快点来人" alone) vetoes the
+    # classifier's emergency guess, never the rules' own flag.
+    benign = bool(risk and risk.get("benign"))
+    return flagged or (name == "emergency" and confidence >= turn.ctx.threshold and not benign)
 
 
 def on_text(turn: Turn, event: TextEvent) -> None:

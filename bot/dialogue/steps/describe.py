@@ -18,7 +18,6 @@ from bot.dialogue.steps.form import (
     start_form,
 )
 from bot.dialogue.turn import Turn, intent_of, yes_no
-from nlu.interface import ParseResult
 
 #: Conversation intents that are not a description when nothing was described yet.
 SMALL_TALK = frozenset({"greet", "thank", "goodbye", "affirm", "deny"})
@@ -38,14 +37,6 @@ def readable(text: str) -> bool:
     if cjk and cjk >= other:
         return True
     return latin >= 2 and latin >= other
-
-
-def best_dispute(parse: ParseResult) -> str:
-    """The likeliest dispute kind in the ranking, whatever its confidence."""
-    for item in parse.get("intent_ranking") or []:
-        if str(item.get("name", "")).startswith("dispute_"):
-            return str(item["name"])
-    return "dispute_other"
 
 
 def describe(turn: Turn, event: TextEvent) -> None:
@@ -68,7 +59,11 @@ def describe(turn: Turn, event: TextEvent) -> None:
     ]
     draft["candidates"] = [c for c in ranking if c != "dispute_other"][:3]
     if draft.get("human"):
-        draft["category"] = name if name.startswith("dispute_") else best_dispute(event.parse)
+        # Filed at once for a person to look at: under the kind only when the
+        # classifier is sure, else "other" (the resident picks the kind next).
+        sure = name.startswith("dispute_") and confidence >= turn.ctx.threshold
+        draft["category"] = name if sure else "dispute_other"
+        draft["confidence"] = confidence if sure else 0.0
         turn.actions.append(FileCase(copy.deepcopy(dict(draft)), "human"))
         turn.go(Step.CONFIRM_CATEGORY)
         return
