@@ -23,6 +23,7 @@ from actions.desk import DeskService
 from bot.case_view import category_name, format_time
 from bot.i18n import t
 from bot.nlu_commands import nlu_app
+from bot.privacy_commands import register as register_privacy_commands
 from bot.review_commands import review_app
 from bot.runtime import Store
 from bot.settings import Settings, SettingsError, load_settings
@@ -60,6 +61,7 @@ app.add_typer(mediator_app, name="mediator")
 app.add_typer(case_app, name="case")
 app.add_typer(nlu_app, name="nlu")
 app.add_typer(user_app, name="user")
+register_privacy_commands(app, case_app)  # retention, resident, keys, case audit
 app.add_typer(wechat_app, name="wechat")
 app.add_typer(review_app, name="review")
 

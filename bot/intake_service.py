@@ -15,6 +15,7 @@ import logging
 import weakref
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from actions import casework, intake, learning
+from bot import privacy_chat
 from bot.dialogue.engine import Context, detect_language, handle
 from bot.dialogue.model import (
     Action,
@@ -103,9 +105,11 @@ class IntakeService:
         timezone: str = "Asia/Shanghai",
         notifier: Notifier | None = None,
         review_thresholds: learning.Thresholds | None = None,
+        data_dir: Path | str = "var",
     ) -> None:
         self.store = store
         self.review_thresholds = review_thresholds or learning.Thresholds()
+        self.data_dir = Path(data_dir)  # where /mydata exports and evidence files live
         self.notifier: Notifier = notifier or LogNotifier()
         self.nlu = nlu
         self.ctx = ctx
@@ -159,6 +163,18 @@ class IntakeService:
         try:
             # The lock comes first: updates of one chat queue here in arrival order.
             async with lock:
+                # --- privacy (issue 14): /mydata, /forget and its yes/no, before the engine
+                if privacy_chat.concerns(event):
+                    who = privacy_chat.Who(sender.channel, sender.chat_id, sender.user_id)
+                    mine = await privacy_chat.answer(
+                        self.store, self.data_dir, self.timezone, who, event
+                    )
+                    if mine is not None:
+                        self._states.pop((sender.channel, sender.chat_id), None)
+                        if mine[1]:
+                            await self._deliver(mine[1])
+                        return mine[0]
+                # --- end privacy
                 if isinstance(event, TextEvent) and not event.parse and event.text.strip():
                     event = TextEvent(event.text, await self.nlu.parse(event.text))
                 async for attempt in AsyncRetrying(

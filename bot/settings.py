@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="TIAOJIE_LOG_LEVEL"
     )
+    # --- retention (PIPL art. 19: kept no longer than needed; see README "Privacy")
+    retain_draft_days: int = Field(default=30, ge=1, le=3650, alias="TIAOJIE_RETAIN_DRAFT_DAYS")
+    retain_update_ids_days: int = Field(
+        default=7, ge=1, le=365, alias="TIAOJIE_RETAIN_UPDATE_IDS_DAYS"
+    )
+    retain_closed_years: int = Field(default=3, ge=1, le=30, alias="TIAOJIE_RETAIN_CLOSED_YEARS")
     # --- HTTP channels (REST and Rasa's callback channel)
     rest_token: SecretStr | None = Field(default=None, alias="TIAOJIE_REST_TOKEN")
     callback_url: str | None = Field(default=None, alias="TIAOJIE_CALLBACK_URL")

@@ -14,6 +14,7 @@ from aiohttp import web
 from actions.desk import DeskService
 from actions.learning import Thresholds
 from actions.ports import ResidentPorts
+from actions.retention import retention_job
 from actions.scheduler import Job, Scheduler
 from bot.channels.callback import add_callback_channel
 from bot.channels.rest import RestPort, add_rest_channel
@@ -81,6 +82,7 @@ def create_app(
         reference_prefix=settings.reference_prefix,
         timezone=settings.timezone,
         notifier=desk,
+        data_dir=settings.data_dir,
         review_thresholds=Thresholds(settings.review_low_confidence, settings.review_small_margin),
     )
     # --- HTTP channels (REST outbox, Rasa callback) and their ports to residents
@@ -113,6 +115,7 @@ def add_scheduler(app: web.Application, settings: Settings, desk: DeskService) -
     jobs = []
     if settings.sweep_seconds > 0:
         jobs.append(Job("sweep", settings.sweep_seconds, desk.sweep))
+    jobs.append(retention_job(app[STORE], settings))  # daily; issue 14 (privacy)
     scheduler = Scheduler(app[STORE], jobs)
     app[SCHEDULER] = scheduler
 

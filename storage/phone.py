@@ -11,7 +11,7 @@ import base64
 import hashlib
 import re
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 _DIGITS = re.compile(r"\D")
 
@@ -39,25 +39,53 @@ def mask_phone(phone: str) -> str:
 
 
 class PhoneVault:
-    """Encrypts and decrypts phone numbers with a key derived from the secret."""
+    """Encrypts and decrypts phone numbers with keys derived from the secret.
+
+    The secret may hold several comma-separated keys (key rotation): new data is
+    encrypted with the first, data encrypted under any of them still decrypts
+    (``cryptography``'s :class:`MultiFernet`); ``tiaojie keys rotate`` re-encrypts
+    stored values with the first so an old key can later be removed.
+    """
 
     def __init__(self, secret: str) -> None:
-        if not secret:
+        secrets = [part.strip() for part in (secret or "").split(",") if part.strip()]
+        if not secrets:
             raise ValueError("a secret key is required to store phone numbers")
-        key = base64.urlsafe_b64encode(hashlib.sha256(secret.encode("utf-8")).digest())
-        self._fernet = Fernet(key)
+        fernets = [Fernet(_derive(part)) for part in secrets]
+        self._primary = fernets[0]
+        self._fernet = MultiFernet(fernets)
+        self.key_count = len(fernets)
 
     def encrypt(self, phone: str) -> bytes:
         return self._fernet.encrypt(phone.encode("utf-8"))
 
     def decrypt(self, token: bytes | None) -> str | None:
-        """The number, or None when absent or encrypted under another key."""
+        """The number, or None when absent or encrypted under none of the keys."""
         if not token:
             return None
         try:
             return self._fernet.decrypt(token).decode("utf-8")
         except InvalidToken:
             return None
+
+    def is_current(self, token: bytes) -> bool:
+        """True when ``token`` is already encrypted under the first (current) key."""
+        try:
+            self._primary.decrypt(token)
+        except InvalidToken:
+            return False
+        return True
+
+    def rotate(self, token: bytes) -> bytes | None:
+        """``token`` re-encrypted under the first key, or None if no key opens it."""
+        try:
+            return self._fernet.rotate(token)
+        except InvalidToken:
+            return None
+
+
+def _derive(secret: str) -> bytes:
+    return base64.urlsafe_b64encode(hashlib.sha256(secret.encode("utf-8")).digest())
 
 
 #: Mobile numbers (with +86, spaces or dashes) and landlines inside free text.
