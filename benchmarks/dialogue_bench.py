@@ -1,9 +1,9 @@
 """Intake throughput through the REST channel, beside a bare aiohttp echo (the ceiling).
 
 Runs complete intake conversations (description → category → questions → location →
-phone → consent → review → filed) against the real application on a fresh SQLite
-file, with the real built-in NLU, all in this one process, after one unmeasured warm-up
-conversation per concurrent client; then sends the same number of messages to a
+phone → review, consent given by its submit button → filed) against the real application
+on a fresh SQLite file, with the real built-in NLU, all in this one process, after one
+unmeasured warm-up conversation per concurrent client; then sends the same number of messages to a
 handler that only echoes. Prints messages per second, conversations
 per second and per-message latency p50/p99 for both, and the ratio.
 

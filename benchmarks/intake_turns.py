@@ -3,9 +3,10 @@
 Runs the pure dialogue engine with the real built-in NLU (trained in memory from
 ``nlu/data``, or loaded with ``--model DIR``) on every dispute example of the held-out
 file ``tests/data/nlu_test.yml`` as a first message. A scripted resident answers like a
-cooperative person: presses the first sensible button, answers yes, gives a street,
-a phone number and consent, submits. The runner's part is played by feeding
-``CaseFiled`` back for a ``FileCase`` (a case number ends the count).
+cooperative person: presses the first sensible button, answers yes, gives a street
+and a phone number, submits at the review with consent (the review asks it). The
+runner's part is played by feeding ``CaseFiled`` back for a ``FileCase`` (a case
+number ends the count).
 
     .venv/bin/python benchmarks/intake_turns.py [--model models/] [--verbose]
 

@@ -27,8 +27,7 @@ def test_console_chat_files_a_case(sqlite_url: str, tmp_path: Path, nlu_model_di
             "1",  # [1] 新安 street
             "1",  # [1] its first community
             "13812345678",
-            "1",  # [1] 是: consent
-            "submit",
+            "submit",  # the review: "✅ 同意提供给调解员,提交" (consent asked here)
             "",
         ]
     )

@@ -115,10 +115,10 @@ def finish_after_form(chat: Chat) -> Outcome:
     assert chat.step == "phone"
     assert any(r.request == "contact" for r in chat.last.replies)
     chat.text("我的电话 138 1234 5678")
-    assert chat.step == "consent"
-    chat.send(ButtonEvent("yes"))
-    assert chat.step == "review"
+    assert chat.step == "review"  # consent is asked here, by the submit buttons
     assert "138****5678" in chat.texts() and "13812345678" not in chat.texts()
+    assert "是否同意" in chat.texts()
+    assert {"submit", "submit:no"} <= set(chat.payloads())
     return chat.send(ButtonEvent("submit"))
 
 
@@ -244,7 +244,6 @@ def test_edit_a_field_at_review_then_submit() -> None:
     answer_slots(chat)
     chat.send(ButtonEvent("street:none"))
     chat.send(ButtonEvent("skip"))  # no phone
-    chat.send(ButtonEvent("no"))  # no consent
     assert chat.step == "review"
     assert "edit:slot:employer" in chat.payloads()
     chat.send(ButtonEvent("edit:slot:employer"))
@@ -255,11 +254,93 @@ def test_edit_a_field_at_review_then_submit() -> None:
     chat.send(ButtonEvent("street:shajing"))
     chat.text("随便写个社区名")
     assert chat.step == "review"
-    out = chat.send(ButtonEvent("submit"))
+    out = chat.send(ButtonEvent("submit:no"))  # submitted without consent
     [action] = out.actions
     assert action.draft["slots"]["employer"] == "宏达电子厂"
     assert action.draft["street"] == "shajing" and action.draft["phone"] is None
     assert action.draft["consent"] is False
+
+
+def test_consent_is_asked_at_the_review_not_before_it() -> None:
+    chat = drive_to("phone")
+    chat.send(ContactEvent("13900001111"))
+    assert chat.step == "review"  # no separate consent question any more
+    assert chat.state["draft"]["consent"] is None
+    texts = chat.texts()
+    assert texts.rstrip().endswith("「提交,但不同意提供联系方式」。")  # the question ends it
+    assert "是否同意" in texts and "139****1111" in texts
+    payloads = chat.payloads()
+    assert payloads[-2:] == ["submit", "submit:no"]
+    assert "edit:phone" in payloads and "edit:location" in payloads
+    assert chat.last is not None
+    titles = [b.title for r in chat.last.replies for row in r.buttons for b in row]
+    assert "✅ 同意提供给调解员,提交" in titles and "提交,但不同意提供联系方式" in titles
+
+
+@pytest.mark.parametrize(
+    ("answer", "consent"),
+    [
+        (ButtonEvent("submit"), True),
+        (ButtonEvent("submit:no"), False),
+        (TextEvent("同意", parse("nlu_fallback", 0.1)), True),
+        (TextEvent("好的!", parse("nlu_fallback", 0.1)), True),
+        (TextEvent("yes", parse("nlu_fallback", 0.1)), True),
+        (TextEvent("可以提交", parse("affirm", 0.93)), True),
+        # A button's title (or its number on WeChat and the console) typed out:
+        (TextEvent("提交,但不同意提供联系方式", parse("nlu_fallback", 0.1)), False),
+        (TextEvent("同意提供给调解员,提交", parse("nlu_fallback", 0.1)), True),
+    ],
+    ids=["button", "button-no", "同意", "好的", "yes", "affirm", "title-no", "title-yes"],
+)
+def test_review_submits_with_the_consent_given(answer: Event, consent: bool) -> None:
+    chat = drive_to("review")
+    out = chat.send(answer)
+    [action] = out.actions
+    assert isinstance(action, FileCase) and action.reason == "submit"
+    assert action.draft["consent"] is consent
+    assert action.draft["phone"] == "13900001111" and chat.step == "filing"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        TextEvent("不", parse("nlu_fallback", 0.1)),
+        TextEvent("不同意", parse("nlu_fallback", 0.1)),
+        TextEvent("no", parse("nlu_fallback", 0.1)),
+        TextEvent("算了吧", parse("deny", 0.95)),
+        ButtonEvent("no"),  # a yes/no button from an earlier message
+    ],
+    ids=["不", "不同意", "no", "deny", "button-no"],
+)
+def test_a_plain_no_at_the_review_asks_which_and_files_nothing(answer: Event) -> None:
+    chat = drive_to("review")
+    out = chat.send(answer)
+    assert out.actions == () and chat.step == "review"
+    assert chat.state["draft"]["consent"] is None
+    assert "还是暂时不想提交" in out.replies[0].text
+    assert chat.payloads()[-2:] == ["submit", "submit:no"]  # asked again, buttons and all
+    out = chat.text("提交,但不同意提供联系方式")
+    [action] = out.actions
+    assert isinstance(action, FileCase) and action.draft["consent"] is False
+
+
+def test_edit_consent_still_opens_the_consent_question() -> None:
+    chat = drive_to("review")
+    chat.send(ButtonEvent("edit:consent"))
+    assert chat.step == "consent" and chat.payloads() == ["yes", "no"]
+    chat.send(ButtonEvent("no"))
+    assert chat.step == "review" and chat.state["draft"]["consent"] is False
+    out = chat.send(ButtonEvent("submit"))  # the button pressed at the review decides
+    [action] = out.actions
+    assert isinstance(action, FileCase) and action.draft["consent"] is True
+
+
+def test_submit_no_is_a_button_payload_for_text_channels() -> None:
+    from bot.channels.text_input import text_to_event
+
+    assert text_to_event("submit:no") == ButtonEvent("submit:no")
+    assert text_to_event("submit") == ButtonEvent("submit")
+    assert isinstance(text_to_event("submit:maybe"), TextEvent)
 
 
 def test_edit_category_at_review_restarts_the_questions() -> None:
@@ -269,7 +350,7 @@ def test_edit_category_at_review_restarts_the_questions() -> None:
     answer_slots(chat)
     chat.send(ButtonEvent("street:none"))
     chat.send(ButtonEvent("skip"))
-    chat.send(ButtonEvent("yes"))
+    assert chat.step == "review"
     chat.send(ButtonEvent("edit:category"))
     chat.send(ButtonEvent("cat:dispute_gig_work"))
     assert chat.state["draft"]["category"] == "dispute_gig_work"
@@ -331,10 +412,10 @@ def drive_to(step: str) -> Chat:
     if step == "phone":
         return chat
     chat.send(ContactEvent("+86 139 0000 1111"))
-    if step == "consent":
-        return chat
-    chat.send(ButtonEvent("yes"))
     if step == "review":
+        return chat
+    if step == "consent":  # only reached by "edit: consent" (and saved conversations)
+        chat.send(ButtonEvent("edit:consent"))
         return chat
     chat.send(ButtonEvent("submit"))
     chat.send(CaseFiled("BA-20261126-0001", "submit"))
@@ -372,7 +453,7 @@ def test_emergency_then_finishing_the_form_updates_the_same_case() -> None:
     assert isinstance(moved, UpdateCase) and moved.draft["street"] == "xixiang"
     answer_slots(chat)
     chat.send(ButtonEvent("skip"))
-    chat.send(ButtonEvent("yes"))
+    assert chat.step == "review"
     out = chat.send(ButtonEvent("submit"))
     assert [type(a) for a in out.actions] == [UpdateCase]
     assert "BA-20261126-0003" in out.replies[0].text and chat.step == "done"

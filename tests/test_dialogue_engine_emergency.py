@@ -94,7 +94,7 @@ def filed_case(chat: Chat, *, claimed: bool = False) -> Chat:
     chat.send(ButtonEvent("street:xixiang"))
     chat.send(ButtonEvent("comm:"))
     chat.send(ContactEvent("13812345678"))
-    chat.send(ButtonEvent("yes"))
+    assert chat.step == Step.REVIEW
     chat.send(ButtonEvent("submit"))
     chat.send(CaseFiled(REFERENCE, "submit"))
     if claimed:
@@ -146,7 +146,7 @@ def at_phone() -> Chat:
 def at_review() -> Chat:
     chat = at_phone()
     chat.send(ContactEvent("13812345678"))
-    chat.send(ButtonEvent("yes"))
+    assert chat.step == Step.REVIEW
     return chat
 
 

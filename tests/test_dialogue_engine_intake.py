@@ -194,7 +194,6 @@ def drive_to_review(form: Form) -> Chat:
         chat.send(ButtonEvent("street:xixiang"))
     chat.send(ButtonEvent("comm:"))
     chat.send(ContactEvent("13812345678"))
-    chat.send(ButtonEvent("yes"))
     assert chat.step == Step.REVIEW
     return chat
 

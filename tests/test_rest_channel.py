@@ -69,9 +69,9 @@ async def test_rest_conversation_in_english_files_a_case(client) -> None:
     body = await send(http, who, "street:xixiang")
     body = await send(http, who, "comm:")
     assert "mobile" in body[0]["text"]
-    body = await send(http, who, "13900001111")
-    body = await send(http, who, "yes")
+    body = await send(http, who, "13900001111")  # straight to the review, consent asked there
     assert "139****1111" in body[0]["text"] and "13900001111" not in body[0]["text"]
+    assert payloads(body)[-2:] == ["submit", "submit:no"]
     body = await send(http, who, "submit")
     reference = body[0]["text"].split("case number is ")[1].split(" ")[0]
     async with store.sessions() as session:

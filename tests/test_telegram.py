@@ -180,11 +180,10 @@ async def file_labour_case(bot: Bot, chat: int) -> str:
     bot.api.push_update(bot.api.contact_update(chat, "+8613812345678"))
     await bot.replies(chat, before + 1)
     await bot.settle(chat, 0.15)
-    await bot.press(chat, "yes")  # consent
-    await bot.settle(chat, 0.15)
-    review = bot.sent(chat)[-1].params["text"]
+    review = bot.sent(chat)[-1].params["text"]  # consent is asked here, at the review
     assert "138****5678" in review and "13812345678" not in review
-    await bot.press(chat, "submit")
+    assert "是否同意" in review
+    await bot.press(chat, "submit")  # "✅ 同意提供给调解员,提交"
     await bot.settle(chat)
     filed = [c.params["text"] for c in bot.sent(chat) if "BA-" in c.params["text"]]
     assert filed, [c.params["text"] for c in bot.sent(chat)[-3:]]

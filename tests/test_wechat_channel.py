@@ -184,7 +184,8 @@ async def test_resident_files_a_case_end_to_end(wx: Harness, tmp_path: Path) -> 
             assert "西乡" in turn.text
             answered.add("location")
         elif "submit" in options:
-            turn = await wx.say(text_xml(who, option_number(turn, "✅ 提交"), new_msg_id()))
+            submit = option_number(turn, "✅ 同意提供给调解员,提交")
+            turn = await wx.say(text_xml(who, submit, new_msg_id()))
         elif "手机" in turn.text and "phone" not in answered:
             turn = await wx.say(text_xml(who, "13900001111", new_msg_id()))
             answered.add("phone")

@@ -12,7 +12,7 @@ from bot.dialogue.model import ButtonEvent, CommandEvent, Event, TextEvent
 
 #: The payload grammar the engine's buttons use (see bot.dialogue.engine).
 PAYLOAD = re.compile(
-    r"^(yes|no|skip|submit|(cat|street|comm|choice|edit|lang):\S{0,60}|rate:[A-Z0-9-]{1,32}:[1-5])$"
+    r"^(yes|no|skip|submit(:no)?|(cat|street|comm|choice|edit|lang):\S{0,60}|rate:[A-Z0-9-]{1,32}:[1-5])$"
 )
 COMMAND = re.compile(r"^/([A-Za-z_]{1,32})(?:@\w+)?(?:\s+(.*))?$", re.DOTALL)
 

@@ -47,8 +47,6 @@ def review_lines(turn: Turn) -> list[str]:
     )
     phone = mask_phone(draft["phone"]) if draft["phone"] else t("dialogue.not_given", lang)
     lines.append(f"{t('dialogue.field_phone', lang)}: {phone}")
-    consent = t("dialogue.yes" if draft["consent"] else "dialogue.no", lang)
-    lines.append(f"{t('dialogue.field_consent', lang)}: {consent}")
     if draft["attachments"]:
         lines.append(t("dialogue.field_attachments", lang, count=len(draft["attachments"])))
     return lines

@@ -153,7 +153,11 @@ class AskPhone:
 
 @step(Step.CONSENT)
 class AskConsent:
-    """May the mediator and the partner department see this (the phone included)?"""
+    """May the mediator and the partner department see this (the phone included)?
+
+    New conversations are asked this at the review (its two submit buttons); this step
+    stays for conversations saved while waiting at it, and for ``edit:consent``.
+    """
 
     def handle(self, turn: Turn, event: Event) -> None:
         answer = yes_no(event, turn)

@@ -64,12 +64,29 @@ def submit(turn: Turn) -> None:
 
 @step(Step.REVIEW)
 class Review:
-    """Everything at a glance; submit, or edit one field and come back here."""
+    """Everything at a glance; submit with or without consent, or edit one field.
+
+    The consent question ends the summary and its answer is the submit button pressed,
+    so no separate question costs the resident a message. ``edit:consent`` (buttons
+    sent before this) still opens the old consent question, which comes back here.
+    """
 
     def handle(self, turn: Turn, event: Event) -> None:
         draft = turn.draft
-        if (isinstance(event, ButtonEvent) and event.payload == "submit") or yes_no(event, turn):
+        if isinstance(event, ButtonEvent) and event.payload in ("submit", "submit:no"):
+            draft["consent"] = event.payload == "submit"
             submit(turn)
+            return
+        answer = yes_no(event, turn)
+        if answer is True:  # "yes" to "agree and submit?": both
+            draft["consent"] = True
+            submit(turn)
+            return
+        if answer is False:
+            # A bare "no" may mean "don't share" or "don't submit (yet)": filing on a
+            # guess is not safe either way, so ask which, with the buttons again.
+            turn.say("review_which_no")
+            turn.ask()
             return
         if isinstance(event, ButtonEvent) and event.payload.startswith("edit:"):
             target = event.payload.removeprefix("edit:")
@@ -97,8 +114,9 @@ class Review:
                 for slot in form.slots
             ],
             [button("field_location", "edit:location"), button("field_phone", "edit:phone")],
-            [button("field_consent", "edit:consent")],
-            [Button(turn.text("submit"), "submit")],
+            # Consent is asked here, where the resident submits: both ways file the case.
+            [Button(turn.text("submit_consent"), "submit")],
+            [Button(turn.text("submit_no_consent"), "submit:no")],
         ]
         turn.say("review", rows, lines="\n".join(review_lines(turn)))
 

@@ -41,9 +41,7 @@ def advance(turn: Turn) -> None:
             turn.go(Step.COMMUNITY if draft["street"] else Step.STREET)
         elif not draft["phone_done"]:
             turn.go(Step.PHONE)
-        elif draft["consent"] is None:
-            turn.go(Step.CONSENT)
-        else:
+        else:  # consent is asked at the review, by its two submit buttons
             turn.go(Step.REVIEW)
 
 
