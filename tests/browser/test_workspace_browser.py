@@ -165,8 +165,7 @@ async def file_by_chat(live: Live, who: str) -> str:
     await live.say(who, "street:xixiang")
     await live.say(who, "comm:")
     await live.say(who, "13900001111")
-    await live.say(who, "yes")
-    body = await live.say(who, "submit")
+    body = await live.say(who, "submit")  # consent is given with the submit button
     return str(body[0]["text"].split("case number is ")[1].split(" ")[0])
 
 
