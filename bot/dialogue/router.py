@@ -222,8 +222,11 @@ def on_emergency(turn: Turn, event: TextEvent) -> None:
     state.pop("comment_for", None)
     if turn.step == Step.CONFIRM_CANCEL:  # the cancel question is moot now
         turn.go(Step.of(state.pop("resume", Step.DESCRIBE.value)))
-    street, community = turn.ctx.geography.find_in_text(text)
     draft = state.get("draft")
+    street, community = turn.ctx.geography.find_in_text(text)
+    if street is None and draft:
+        # A place said earlier in this intake ("我们住在西乡流塘, …") counts as well.
+        street, community = turn.ctx.geography.find_in_text(" ".join(draft.get("words") or []))
     cases = state.get("cases") or []
     reference = (draft or {}).get("reference") or (cases[-1] if draft is None and cases else None)
     if reference:
