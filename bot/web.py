@@ -93,11 +93,17 @@ def create_app(
         ports.register(callback_port)
     app[CALLBACK_ON] = callback_port is not None
     # ---
-    app.add_subapp("/desk/", create_workspace(settings, app[STORE], ports, desk_service=desk))
+    fetch_file = None
     if settings.telegram_bot_token is not None:
-        from bot.channels.telegram import add_telegram
+        from bot.channels.telegram import TELEGRAM, add_telegram
+        from bot.channels.telegram_ports import telegram_file_fetcher
 
         add_telegram(app, settings, service, desk, ports)
+        fetch_file = telegram_file_fetcher(app[TELEGRAM].bot)
+    workspace = create_workspace(
+        settings, app[STORE], ports, desk_service=desk, fetch_file=fetch_file
+    )
+    app.add_subapp("/desk/", workspace)
     # --- WeChat Official Account (residents) and WeCom group robots (centres' cards).
     if settings.wechat_enabled:
         from bot.channels.wechat import add_wechat

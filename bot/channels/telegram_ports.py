@@ -258,3 +258,18 @@ class TelegramStaffPort:
         except TelegramError as error:
             raise _failure(error) from error
         return True
+
+
+def telegram_file_fetcher(bot: Bot) -> Any:
+    """Bytes of a Telegram file by its id, for the web workspace's evidence route (the
+    file never gets a public URL: the workspace serves it to authorised staff only)."""
+
+    async def fetch(file_id: str) -> bytes | None:
+        try:
+            remote = await bot.get_file(file_id)
+            return bytes(await remote.download_as_bytearray())
+        except TelegramError as error:
+            log.warning("telegram file not fetched: %s", type(error).__name__)
+            return None
+
+    return fetch
