@@ -469,11 +469,17 @@ async def report(session: AsyncSession) -> list[ReportRow]:
 
 
 async def referrals_given(
-    session: AsyncSession, since: datetime | None = None, until: datetime | None = None
+    session: AsyncSession,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    streets: Sequence[str] | None = None,
 ) -> dict[str, int]:
     """Referrals by topic: residents told where to go when mediation is not the way (a
-    first-class outcome, counted whether or not they booked a legal consultation)."""
+    first-class outcome, counted whether or not they booked a legal consultation).
+    ``streets`` limits them to those streets (a street centre's report)."""
     query = select(ReferralGiven.topic, func.count()).group_by(ReferralGiven.topic)
+    if streets is not None:
+        query = query.where(ReferralGiven.street.in_(list(streets)))
     if since is not None:
         query = query.where(ReferralGiven.created_at >= since)
     if until is not None:

@@ -422,6 +422,23 @@ class Figures:
     summons: dict[str, int]
 
 
+async def _referrals(session: AsyncSession, mediator: Mediator, filters: Filters) -> int:
+    """Referrals given in the period, in the streets this person's report covers (the
+    whole district for whoever sees the district centre)."""
+    network = await Network.load(session)
+    centres = [network.by_id[i] for i in casework.visible_centres(mediator, network)]
+    district = any(c.level.value == "district" for c in centres)
+    # Referrals keep the street's code (the dialogue's street choice = the street centre's
+    # code); a community station reports its street's.
+    codes = {
+        c.code if c.level.value == "street" else (network.parent(c) or c).code
+        for c in centres
+    }
+    streets = None if district else sorted(codes)
+    given = await casework.referrals_given(session, filters.since, filters.until, streets)
+    return sum(given.values())
+
+
 async def figures(session: AsyncSession, mediator: Mediator, filters: Filters) -> Figures:
     page = await list_cases(session, mediator, filters, page_size=100_000)
     members = page.items
@@ -473,8 +490,7 @@ async def figures(session: AsyncSession, mediator: Mediator, filters: Filters) -
         median_resolve_hours=_median(resolve_hours),
         ratings={n: ratings.get(n, 0) for n in range(1, 6)},
         mean_rating=round(statistics.mean(all_ratings), 2) if all_ratings else None,
-        referrals=sum(1 for c in members if c.category == "legal_consultation")
-        + events.get("transfer", 0),
+        referrals=await _referrals(session, mediator, filters),
         escalations=events.get("escalation", 0),
         summons=dict(summons_states),
     )
