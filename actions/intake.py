@@ -82,11 +82,22 @@ async def _draft_values(
         "risk_level": risk,
         "escalate_at": utcnow() + timedelta(minutes=network.claim_minutes(centre, risk)),
     }
-    phone = draft.get("phone")
+    phone = _shared_phone(draft)
     if phone:
         values["phone_encrypted"] = vault.encrypt(phone)
         values["phone_masked"] = mask_phone(phone)
+    elif draft.get("consent") is False:  # a number kept at an early filing goes too
+        values["phone_encrypted"] = values["phone_masked"] = None
     return values
+
+
+def _shared_phone(draft: dict[str, Any]) -> str | None:
+    """The phone the resident agreed to share: none is kept when they submitted without
+    consent ("提交,但不同意提供联系方式") — collect only what a mediator may use. An
+    emergency filed before the review (consent not asked yet) keeps the number given."""
+    if draft.get("consent") is False:
+        return None
+    return str(draft["phone"]) if draft.get("phone") else None
 
 
 async def file_case(
@@ -116,8 +127,8 @@ async def file_case(
         language=language,
         **values,
     )
-    if draft.get("phone"):
-        await set_resident_phone(session, resident, draft["phone"], vault)
+    if _shared_phone(draft):
+        await set_resident_phone(session, resident, str(_shared_phone(draft)), vault)
     events: list[tuple[str, Actor, dict[str, Any]]] = [
         (
             "routed",
@@ -179,8 +190,8 @@ async def update_case(
             Actor.system(),
             {"from": old_centre.code, "to": case.centre.code, "reason": "location"},
         )
-    if draft.get("phone"):
-        await set_resident_phone(session, resident, draft["phone"], vault)
+    if _shared_phone(draft):
+        await set_resident_phone(session, resident, str(_shared_phone(draft)), vault)
     await case_repo.add_event(
         session,
         case,

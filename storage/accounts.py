@@ -182,7 +182,11 @@ async def add_user(
     password_hash: str | None,
     telegram_id: int | None = None,
 ) -> WebUser:
-    """Create a user and its ``web`` mediator row (and, linked, the Telegram one).
+    """Create a user and the mediator row it works as.
+
+    A user linked to a Telegram id works as that Telegram mediator on both desks (one
+    row: a case claimed on Telegram can be answered from the workspace and back, and
+    disabling the user ends both); otherwise as a ``web`` mediator row of its own.
 
     Raises :class:`~storage.errors.CentreNotFound` for an unknown centre and
     :class:`UserExists` when the name is taken.
@@ -203,22 +207,13 @@ async def add_user(
     await session.flush()
     mediator = await people.add_mediator(
         session,
-        channel="web",
-        external_id=str(user.id),
+        channel="telegram" if telegram_id is not None else "web",
+        external_id=str(telegram_id) if telegram_id is not None else str(user.id),
         display_alias=display_name,
         centre_code=centre_code,
         role=role,
     )
     user.mediator_id = mediator.id
-    if telegram_id is not None:
-        await people.add_mediator(
-            session,
-            channel="telegram",
-            external_id=str(telegram_id),
-            display_alias=display_name,
-            centre_code=centre_code,
-            role=role,
-        )
     await session.flush()
     await session.refresh(user)
     return user

@@ -326,6 +326,16 @@ async def test_my_cases_include_those_taken_on_telegram(store, make_client) -> N
     await sign_in(client, "li")
     mine = await (await client.get("/desk/?mine=1")).text()
     assert reference in mine and untouched not in mine
+    # The same person on both desks: the case claimed on Telegram is answered from here.
+    csrf = await token_from(client, f"/desk/cases/{reference}")
+    replied = await client.post(
+        f"/desk/cases/{reference}/reply",
+        data={"csrf": csrf, "text": "我在工作台上回复您。"},
+        allow_redirects=False,
+    )
+    assert replied.status == 303
+    out = await events_of(store, reference, "message_out")
+    assert [e.data["text"] for e in out] == ["我在工作台上回复您。"]
 
 
 async def test_live_stream_names_new_cases_and_ends_for_a_disabled_user(store, make_client) -> None:
