@@ -125,6 +125,21 @@ async def add_events(
     await session.flush()
 
 
+async def add_events_to_cases(
+    session: AsyncSession,
+    case_ids: Sequence[int],
+    kind: str,
+    actor: Actor,
+    data: dict[str, Any],
+) -> None:
+    """The same entry on many cases' timelines at once (an export of a case list)."""
+    session.add_all(
+        CaseEvent(case_id=case_id, kind=kind, actor_type=actor.kind, actor_id=actor.id, data=data)
+        for case_id in case_ids
+    )
+    await session.flush()
+
+
 async def file_case(
     session: AsyncSession,
     *,

@@ -187,6 +187,12 @@ async def test_xlsx_export_holds_filtered_rows_with_phones_masked(
     assert "13812345678" not in flat and "138****5678" in flat
     csv_body = await (await client.get("/desk/export.csv")).text()
     assert labour in csv_body and tenancy in csv_body and "13812345678" not in csv_body
+    # Every export is on the timeline of each case it held.
+    assert [e.data["format"] for e in await events_of(store, labour, "exported")] == [
+        "xlsx",
+        "csv",
+    ]
+    assert [e.data["format"] for e in await events_of(store, tenancy, "exported")] == ["csv"]
 
 
 async def test_admin_pages_and_audit_trail(store: Store, make_client) -> None:

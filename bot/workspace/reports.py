@@ -26,6 +26,8 @@ from bot.i18n import t
 from bot.workspace.common import SETTINGS, STAFF, STORE, language, local_time, render, requires
 from bot.workspace.common import viewer as viewer_of
 from bot.workspace.desk import kind_name, parse_filters
+from storage import cases as case_repo
+from storage.cases import Actor
 from storage.models import Case, MediatorRole
 
 log = logging.getLogger(__name__)
@@ -190,8 +192,16 @@ async def _export_rows(request: web.Request) -> tuple[list[str], list[list[Any]]
     lang = await language(request)
     settings = request.app[SETTINGS]
     filters = parse_filters(request, default_open=False)
-    async with request.app[STORE].sessions() as session:
+    async with request.app[STORE].sessions.begin() as session:
         page = await desk.list_cases(session, me.mediator, filters, page_size=EXPORT_LIMIT)
+        # An export is a look at each case it holds: on every exported case's timeline.
+        await case_repo.add_events_to_cases(
+            session,
+            [case.id for case in page.items],
+            "exported",
+            Actor.of(me.mediator),
+            {"format": request.path.rsplit(".", 1)[-1], "rows": len(page.items)},
+        )
     log.info("workspace export of %d cases by mediator %s", len(page.items), me.mediator.id)
     header = [t(f"workspace.export.{c}", lang) for c in COLUMNS]
     return header, [_export_row(request, case, lang, settings) for case in page.items]
