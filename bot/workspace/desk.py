@@ -511,30 +511,18 @@ async def _file_bytes(request: web.Request, file_id: str) -> bytes | None:
 
 
 async def _act(request: web.Request, work: Any, ok_key: str, **values: Any) -> web.Response:
-    """Run one change in a transaction; answer with the case page and a message."""
-    me = viewer(request)
-    reference = _reference(request)
-    target = f"/desk/cases/{reference}"
-    try:
-        async with request.app[STORE].sessions.begin() as session:
-            result = await work(session, reference, me.mediator)
-    except CaseNotFound:
-        return await refuse(request, 404, "workspace.errors.no_case")
-    except NotAllowed:
-        return await refuse(request, 403, "workspace.errors.forbidden")
-    except AlreadyClaimed as error:
-        await flash(request, "flash.already_claimed", "warn", alias=error.claimed_by or "-")
-        raise web.HTTPSeeOther(target) from None
-    except (InvalidTransition, MediatorInactive):
-        await flash(request, "flash.invalid", "warn")
-        raise web.HTTPSeeOther(target) from None
-    except (ValueError, CentreNotFound):
-        await flash(request, "flash.bad_input", "warn")
-        raise web.HTTPSeeOther(target) from None
-    if callable(result):
-        await result()
-    await flash(request, ok_key, **values)
-    raise web.HTTPSeeOther(target)
+    """One change written here in a transaction (``work(session, reference, mediator)``,
+    for what the desk service does not do: summons, report-back); answered like
+    :func:`_desk_act`. A callable result runs after the commit."""
+    store = request.app[STORE]
+
+    async def call(_service: DeskService, reference: str, mediator: Any) -> None:
+        async with store.sessions.begin() as session:
+            result = await work(session, reference, mediator)
+        if callable(result):
+            await result()
+
+    return await _desk_act(request, call, ok_key, **values)
 
 
 async def _desk_act(request: web.Request, call: Any, ok_key: str, **values: Any) -> web.Response:
