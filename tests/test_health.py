@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from bot.runtime import Store
 from bot.settings import load_settings
-from bot.web import STORE, create_app
+from bot.web import SCHEDULER, STORE, create_app
 from nlu.interface import NLUBackend
 from storage.db import create_engine, probe_database
 from storage.migrate import upgrade
@@ -67,6 +67,14 @@ async def test_unwritable_sqlite_file_is_503(serve: Callable[..., Any], sqlite_u
     path = Path(sqlite_url.split("///", 1)[1])
     http = await serve(sqlite_url, sweep_seconds=0)
     assert (await http.get("/healthz")).status == 200
+    # The app's daily retention job runs once at start and writes; let it finish first,
+    # or its connection (reopened after the dispose below) keeps a writable WAL open.
+    scheduler = http.app[SCHEDULER]
+    for _ in range(100):
+        if scheduler.runs.get("retention"):
+            break
+        await asyncio.sleep(0.05)
+    assert scheduler.runs.get("retention"), scheduler.health()
     # An fd opened before the change could still write (and SQLite reuses such fds
     # within a process), so close the pool: the probe then sees what a new connection
     # — a restarted process — would see.
