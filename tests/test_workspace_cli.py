@@ -68,7 +68,8 @@ def test_user_add_list_disable_and_reset(env: dict[str, str]) -> None:
     assert added.exit_code == 0, added.output
     user = _user(env, "li")
     assert user is not None and user.mediator is not None
-    assert user.mediator.channel == "web" and user.mediator.external_id == str(user.id)
+    # Linked to Telegram: the same mediator on both desks (one row, the Telegram one).
+    assert user.mediator.channel == "telegram" and user.mediator.external_id == "4242"
     assert user.mediator.role.value == "supervisor" and user.telegram_id == 4242
     assert verify_password(user.password_hash, "s3cret-pass")
     assert "s3cret-pass" not in added.output
