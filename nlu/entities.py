@@ -94,12 +94,22 @@ def build_rules(data: TrainingData, rules_file: Path = RULES_FILE) -> EntityRule
 
 
 def _lookup_pattern(entries: list[str]) -> re.Pattern[str]:
+    """One alternation of the entries, longest first.
+
+    Latin words need word boundaries ("sf" inside "sofa" is not 顺丰). The check that
+    no letter comes before is written *after* the word's first character
+    (``s(?<![a-z0-9]s)f express``) rather than before it: then every branch starts with
+    a literal and the regex engine skips ahead to the positions where one could start,
+    instead of trying 300 branches at every character (19 → 3 µs a message, issue 11).
+    """
     ordered = sorted(entries, key=len, reverse=True)
     parts = []
     for entry in ordered:
-        escaped = re.escape(entry)
-        # Latin words need word boundaries ("sf" inside "sofa" is not 顺丰).
-        parts.append(rf"(?<![a-z0-9]){escaped}(?![a-z0-9])" if entry.isascii() else escaped)
+        if entry.isascii():
+            head, rest = re.escape(entry[0]), re.escape(entry[1:])
+            parts.append(rf"{head}(?<![a-z0-9]{head}){rest}(?![a-z0-9])")
+        else:
+            parts.append(re.escape(entry))
     return re.compile("|".join(parts))
 
 

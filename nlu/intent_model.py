@@ -79,26 +79,40 @@ class IntentModel:
     intercept: np.ndarray  # (n_labels,), divided by temperature
     analyzers: Analyzers
     metrics: dict[str, float] = field(default_factory=dict)
+    _idf_lists: tuple[list[float], list[float]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._idf_lists = (self.word_idf.tolist(), self.char_idf.tolist())
 
     def _block(
-        self, grams: list[str], vocab: dict[str, int], idf: np.ndarray, offset: int
+        self, grams: list[str], vocab: dict[str, int], idf: Sequence[float], offset: int
     ) -> tuple[list[int], list[float]]:
-        counts = Counter(g for g in grams if g in vocab and not g.isspace())
-        if not counts:
+        """Sublinear TF-IDF, L2-normalised, of the known grams: the same numbers as
+        scikit-learn's ``TfidfVectorizer(sublinear_tf=True)``. Counting first (in C) and
+        looking up each distinct gram once, with the IDF as a Python list rather than
+        NumPy scalars, halves this step (issue 11's 0.5 ms parse)."""
+        index: list[int] = []
+        values: list[float] = []
+        get = vocab.get
+        for gram, count in Counter(grams).items():
+            column = get(gram)
+            if column is None or gram.isspace():
+                continue
+            index.append(offset + column)
+            values.append((1.0 + math.log(count)) * idf[column])
+        if not index:
             return [], []
-        index = [vocab[g] for g in counts]
-        values = [(1.0 + math.log(c)) * idf[i] for i, c in zip(index, counts.values(), strict=True)]
         norm = math.sqrt(sum(v * v for v in values)) or 1.0
-        return [offset + i for i in index], [v / norm for v in values]
+        return index, [v / norm for v in values]
 
     def probabilities(self, text: str) -> np.ndarray | None:
         """Softmax over labels for one normalised text (the fast path); ``None`` when
         not one word or character n-gram of the text was seen in training (junk)."""
         w_index, w_values = self._block(
-            self.analyzers.words(text), self.word_vocab, self.word_idf, 0
+            self.analyzers.words(text), self.word_vocab, self._idf_lists[0], 0
         )
         c_index, c_values = self._block(
-            self.analyzers.chars(text), self.char_vocab, self.char_idf, len(self.word_vocab)
+            self.analyzers.chars(text), self.char_vocab, self._idf_lists[1], len(self.word_vocab)
         )
         index = w_index + c_index
         if not index:
