@@ -325,6 +325,10 @@ class ProcessedUpdate(Base):
     source: Mapped[str] = mapped_column(String(32), primary_key=True)
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     processed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: What the first handling answered (text and buttons, as a channel sends them), so
+    #: a duplicate delivery — a bridge retrying after a lost response, the same update
+    #: at two workers — gets the same truthful answer instead of nothing.
+    replies: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
 
 
 class JobLease(Base):

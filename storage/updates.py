@@ -1,11 +1,16 @@
-"""Processed update ids: Telegram redelivers an update when it is not acknowledged in
-time (or a webhook retries), and a resident must not get two case numbers for it."""
+"""Processed delivery ids: Telegram redelivers an update when it is not acknowledged in
+time (or a webhook retries), a REST bridge retries a message whose answer it lost, and
+with several workers the same delivery can reach two of them at once. A resident must
+not get two case numbers for it — and the second delivery must still get a truthful
+answer, so the first handling's replies are kept with the id."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,8 +18,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.models import ProcessedUpdate, utcnow
 
 
+def delivery_number(key: str) -> int:
+    """A stable 63-bit number for a text delivery id (a REST bridge's message id)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
 async def record_processed_update(session: AsyncSession, source: str, update_id: int) -> bool:
-    """Record the id; True the first time, False when it was already recorded."""
+    """Record the id; True the first time, False when it was already recorded.
+
+    On PostgreSQL a concurrent transaction inserting the same id waits here until the
+    first commits (then this one sees the row) or rolls back (then this one wins): the
+    unique index, not process memory, decides who handles the delivery.
+    """
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = (
@@ -24,6 +40,28 @@ async def record_processed_update(session: AsyncSession, source: str, update_id:
     )
     result = await session.execute(statement)
     return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def keep_replies(
+    session: AsyncSession, source: str, update_id: int, replies: list[dict[str, Any]]
+) -> None:
+    """Keep what the handling of a delivery answered (in the same transaction)."""
+    await session.execute(
+        update(ProcessedUpdate)
+        .where(ProcessedUpdate.source == source, ProcessedUpdate.update_id == update_id)
+        .values(replies=replies)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def replies_of(session: AsyncSession, source: str, update_id: int) -> list[dict[str, Any]]:
+    """What the first handling of a delivery answered (empty when none was kept)."""
+    found = await session.scalar(
+        select(ProcessedUpdate.replies).where(
+            ProcessedUpdate.source == source, ProcessedUpdate.update_id == update_id
+        )
+    )
+    return list(found or [])
 
 
 async def forget_old_updates(session: AsyncSession, older_than: timedelta) -> int:
