@@ -23,12 +23,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
+from actions.leadership import Leadership
 from bot.runtime import Store
-from storage.models import JobLease, utcnow
+from storage import leases
+from storage.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -41,33 +39,12 @@ def holder_name() -> str:
 async def take_lease(
     store: Store, name: str, holder: str, ttl: timedelta, now: datetime | None = None
 ) -> bool:
-    """Take or renew the lease ``name`` for ``holder``; True when this holder has it."""
-    now = now or utcnow()
-    async with store.engine.begin() as connection:
-        insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-        await connection.execute(
-            insert(JobLease)
-            .values(name=name, holder=holder, expires_at=now + ttl)
-            .on_conflict_do_nothing(index_elements=["name"])
-        )
-        result = await connection.execute(
-            update(JobLease)
-            .where(
-                JobLease.name == name,
-                or_(JobLease.holder == holder, JobLease.expires_at < now),
-            )
-            .values(holder=holder, expires_at=now + ttl)
-        )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+    """Take or renew the lease ``name`` for ``holder`` (see :mod:`storage.leases`)."""
+    return await leases.take_lease(store.engine, name, holder, ttl, now)
 
 
 async def release_lease(store: Store, name: str, holder: str) -> None:
-    async with store.engine.begin() as connection:
-        await connection.execute(
-            update(JobLease)
-            .where(JobLease.name == name, JobLease.holder == holder)
-            .values(expires_at=utcnow() - timedelta(seconds=1))
-        )
+    await leases.release_lease(store.engine, name, holder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +66,13 @@ class Scheduler:
         *,
         clock: Callable[[], datetime] = utcnow,
         holder: str | None = None,
+        leader: Leadership | None = None,
     ) -> None:
         self.store = store
+        #: With several workers the scheduler runs only on the leader (started and
+        #: stopped by its hooks), and the leader's lease replaces the per-job leases:
+        #: a new leader must not wait out a dead one's job lease (failover ≤ 15 s).
+        self.leader = leader
         self.jobs = jobs
         self.clock = clock
         self.holder = holder or holder_name()
@@ -100,9 +82,13 @@ class Scheduler:
 
     async def run_once(self, job: Job) -> dict[str, int] | None:
         """One run of ``job`` if this process holds (or takes) its lease."""
-        ttl = timedelta(seconds=max(job.interval * 3, 30))
-        if not await take_lease(self.store, f"job:{job.name}", self.holder, ttl, self.clock()):
-            return None
+        if self.leader is not None:
+            if not self.leader.is_leader:
+                return None
+        else:
+            ttl = timedelta(seconds=max(job.interval * 3, 30))
+            if not await take_lease(self.store, f"job:{job.name}", self.holder, ttl, self.clock()):
+                return None
         counts = await job.run(self.clock())
         self.runs[job.name] += 1
         if any(counts.values()):
@@ -133,12 +119,24 @@ class Scheduler:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for job in self.jobs:
+        for job in self.jobs if self.leader is None else ():
             try:
                 await release_lease(self.store, f"job:{job.name}", self.holder)
             except Exception as error:
                 log.debug("lease of %s not released: %s", job.name, type(error).__name__)
         self._tasks = []
 
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks)
+
     def health(self) -> dict[str, object]:
-        return {"holder": self.holder, "runs": dict(self.runs), "errors": dict(self.last_error)}
+        health: dict[str, object] = {
+            "holder": self.holder,
+            "runs": dict(self.runs),
+            "errors": dict(self.last_error),
+        }
+        if self.leader is not None:
+            health["leader"] = self.leader.is_leader
+            health["running"] = self.running
+        return health

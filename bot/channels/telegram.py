@@ -35,6 +35,7 @@ from telegram.ext import (
 from yarl import URL
 
 from actions.desk import DeskService
+from actions.leadership import Leadership
 from actions.ports import ResidentPorts
 from bot.channels.sanitise import clean_text
 from bot.channels.telegram_desk import TelegramDesk
@@ -324,8 +325,13 @@ def add_telegram(
     service: IntakeService,
     desk_service: DeskService,
     ports: ResidentPorts,
+    leadership: Leadership | None = None,
 ) -> None:
     """Run the bot inside our aiohttp app: polling, or webhook on our own route.
+
+    With a ``leadership``, only the leading worker polls (two pollers of one bot get
+    409 Conflict from Telegram); a new leader starts polling when elected. Every worker
+    can send and take webhook deliveries.
 
     Registers Telegram's output ports (residents' chats, centre groups, mediators'
     chats) with the desk service, and the mediators' handlers.
@@ -352,13 +358,24 @@ def add_telegram(
                 secret_token=settings.telegram_webhook_secret.get_secret_value(),
                 allowed_updates=Update.ALL_TYPES,
             )
-        elif application.updater is not None:
-            await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+        elif leadership is None:
+            await start_polling()
         log.info("telegram started (%s)", "webhook" if settings.telegram_webhook_url else "polling")
         yield
-        if application.updater is not None and application.updater.running:
-            await application.updater.stop()
+        await stop_polling()
         await application.stop()
         await application.shutdown()
+
+    async def start_polling() -> None:
+        if application.updater is not None and not application.updater.running:
+            await application.updater.start_polling(allowed_updates=Update.ALL_TYPES)
+
+    async def stop_polling() -> None:
+        if application.updater is not None and application.updater.running:
+            await application.updater.stop()
+
+    if leadership is not None and not settings.telegram_webhook_url:
+        leadership.on_elected(start_polling)
+        leadership.on_deposed(stop_polling)
 
     app.cleanup_ctx.append(lifecycle)
