@@ -4,14 +4,21 @@ One call handles one event of one chat: load the state, parse text, step the eng
 carry out its actions (feeding their results back into the engine), save the state —
 all in one transaction, so a database failure leaves nothing half written and the
 resident is asked to send the message again. Events of one chat run one at a time in
-this process (a lock per chat); between processes the state's version column catches a
-concurrent save and the whole event is retried on fresh state.
+this process (a lock per chat). Between workers (issue 16) the database orders them: on
+PostgreSQL a transaction-scoped advisory lock per chat, taken first in the same round
+trip as a bounded ``lock_timeout``; everywhere the state's version column still catches
+a concurrent save and the whole event is retried on fresh state, for as long as
+``chat_wait`` seconds (a bounded wait, never a count of tries that gives up on a burst).
+A delivery id (Telegram's update id, a REST bridge's message id) is recorded in the same
+transaction, so a delivery reaching two workers is handled once, and the second gets
+the first one's answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -19,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import text
 from sqlalchemy.exc import (
     DataError,
     IntegrityError,
@@ -28,7 +36,7 @@ from sqlalchemy.exc import (
     StatementError,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from actions import casework, intake, learning
 from bot import privacy_chat
@@ -38,6 +46,7 @@ from bot.dialogue.model import (
     ActionDone,
     AttachEvidence,
     AttachmentEvent,
+    Button,
     ButtonEvent,
     CaseFiled,
     CaseWords,
@@ -65,7 +74,7 @@ from storage.db import DatabaseUnavailable
 from storage.errors import StaleState, StoreError
 from storage.models import Resident
 from storage.people import get_or_create_resident
-from storage.updates import record_processed_update
+from storage.updates import delivery_number, keep_replies, record_processed_update, replies_of
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +90,44 @@ CHANNEL_FEATURES = {"telegram": frozenset({"buttons", "contact", "location"})}
 DEFAULT_FEATURES = frozenset({"buttons"})
 #: A resident's single message longer than this is refused politely (nothing stored).
 MAX_MESSAGE_CHARS = 20_000
+#: A value the database refuses (not a race) is tried this often, then answered.
+INTEGRITY_ATTEMPTS = 5
+#: One round trip on PostgreSQL when nobody holds the chat: try its lock (held until
+#: commit) and set the bounded wait for the blocking lock that follows only when taken.
+_TRY_CHAT_LOCK = text(
+    "SELECT set_config('lock_timeout', :timeout, true), pg_try_advisory_xact_lock(:key)"
+)
+_CHAT_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def chat_lock_key(channel: str, chat_id: str) -> int:
+    """The advisory-lock key of one conversation: a stable signed 64-bit number."""
+    return delivery_number(f"{channel}\x1f{chat_id}") - (1 << 62)
+
+
+def reply_record(reply: Reply) -> dict[str, Any]:
+    """A reply as JSON, to answer a duplicate delivery the same way."""
+    record: dict[str, Any] = {"text": reply.text}
+    if reply.buttons:
+        record["buttons"] = [[[b.title, b.payload] for b in row] for row in reply.buttons]
+    if reply.request:
+        record["request"] = reply.request
+    if reply.attachment:
+        record["attachment"] = dict(reply.attachment)
+    return record
+
+
+def reply_from_record(record: dict[str, Any]) -> Reply:
+    buttons = tuple(
+        tuple(Button(str(title), str(payload)) for title, payload in row)
+        for row in record.get("buttons") or []
+    )
+    return Reply(
+        str(record.get("text", "")),
+        buttons,
+        request=record.get("request"),
+        attachment=record.get("attachment"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +153,18 @@ class IntakeService:
         notifier: Notifier | None = None,
         review_thresholds: learning.Thresholds | None = None,
         data_dir: Path | str = "var",
+        chat_wait: float = 30.0,
+        chat_lock: bool = True,
     ) -> None:
         self.store = store
+        #: How long a message may wait for its chat's previous one (lock and retries).
+        self.chat_wait = chat_wait
+        #: Order a chat's messages across workers with a PostgreSQL advisory lock (else
+        #: the version check and retries alone); see ``benchmarks/scale_bench.py``.
+        self.chat_lock = chat_lock and store.engine.dialect.name == "postgresql"
+        self.retries = 0  # lost races retried, for the benchmarks and /metrics
+        self.lock_waits = 0  # chat locks that another message held when asked for
+        self.lock_wait_seconds = 0.0
         self.review_thresholds = review_thresholds or learning.Thresholds()
         self.data_dir = Path(data_dir)  # where /mydata exports and evidence files live
         self.notifier: Notifier = notifier or LogNotifier()
@@ -149,12 +206,20 @@ class IntakeService:
         return lock
 
     async def handle(
-        self, sender: Sender, event: Event, update_id: int | None = None
+        self,
+        sender: Sender,
+        event: Event,
+        update_id: int | None = None,
+        *,
+        replay: bool = False,
     ) -> list[Reply]:
         """Handle one event; on a store failure, a polite "please send again".
 
         ``update_id`` (a channel's delivery id) is recorded in the same transaction as
-        the event's effects, so a redelivered update is handled exactly once.
+        the event's effects, so a redelivered update is handled exactly once. With
+        ``replay`` the replies are kept with it and a duplicate delivery gets them
+        again (a REST bridge that lost the first answer); without, a duplicate gets no
+        reply (Telegram: the first delivery's replies went to the chat already).
         """
         if isinstance(event, TextEvent) and len(event.text) > MAX_MESSAGE_CHARS:
             language = detect_language(event.text[:200])
@@ -181,12 +246,15 @@ class IntakeService:
                     # A lost race (another process saved first, or inserted the same row)
                     # passes on fresh state; anything else is not retried here.
                     retry=retry_if_exception_type((StaleState, IntegrityError)),
-                    stop=stop_after_attempt(5),
-                    wait=wait_random(0, 0.05),
+                    stop=self._give_up,
+                    wait=wait_random_exponential(multiplier=0.01, max=0.5),
+                    before_sleep=self._count_retry,
                     reraise=True,
                 ):
                     with attempt:
-                        replies, notices = await self._handle_once(sender, event, update_id)
+                        replies, notices = await self._handle_once(
+                            sender, event, update_id, replay
+                        )
             if notices:
                 await self._deliver(notices)
             return replies
@@ -203,6 +271,39 @@ class IntakeService:
             return [Reply(t(f"dialogue.{key}", self._language_of(sender, event)))]
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
+    def _give_up(self, retry_state: RetryCallState) -> bool:
+        """Lost races are retried for ``chat_wait`` seconds; a refused value a few times."""
+        outcome = retry_state.outcome
+        if outcome is not None and isinstance(outcome.exception(), IntegrityError):
+            return retry_state.attempt_number >= INTEGRITY_ATTEMPTS
+        return (retry_state.seconds_since_start or 0.0) >= self.chat_wait
+
+    def _count_retry(self, retry_state: RetryCallState) -> None:
+        self.retries += 1
+
+    async def _lock_chat(self, connection: Any, key: tuple[str, str]) -> None:
+        """Wait (at most ``chat_wait``) for this chat's lock, held until commit."""
+        if not self.chat_lock:
+            return
+        number = chat_lock_key(*key)
+        timeout = f"{int(self.chat_wait * 1000)}ms"
+        taken = (await connection.execute(_TRY_CHAT_LOCK, {"timeout": timeout, "key": number}))
+        if taken.one()[1]:
+            return
+        started = time.perf_counter()  # another worker has this chat: wait our turn
+        await connection.execute(_CHAT_LOCK, {"key": number})
+        self.lock_waits += 1
+        self.lock_wait_seconds += time.perf_counter() - started
+
+    def health(self) -> dict[str, object]:
+        """Counters of ordering across workers (see ``benchmarks/scale_bench.py``)."""
+        return {
+            "chat_lock": self.chat_lock,
+            "retries": self.retries,
+            "lock_waits": self.lock_waits,
+            "lock_wait_ms": round(self.lock_wait_seconds * 1000, 1),
+        }
+
     async def _deliver(self, notices: list[Notice]) -> None:
         try:
             await self.notifier.deliver(notices)
@@ -210,7 +311,7 @@ class IntakeService:
             log.warning("could not deliver %d notice(s): %s", len(notices), type(error).__name__)
 
     async def _handle_once(
-        self, sender: Sender, event: Event, update_id: int | None
+        self, sender: Sender, event: Event, update_id: int | None, replay: bool = False
     ) -> tuple[list[Reply], list[Notice]]:
         key = (sender.channel, sender.chat_id)
         ctx = self.context_for(sender.channel)
@@ -225,15 +326,20 @@ class IntakeService:
             outcome = handle(state, event, ctx)
             if not outcome.actions and state.get("step") not in DECISION_STEPS:
                 async with self.store.engine.begin() as connection:
+                    await self._lock_chat(connection, key)
                     saved = await save_conversation(connection, *key, outcome.state, version)
                 return self._done(key, outcome.state, saved, list(outcome.replies)), []
         notices: list[Notice] = []
         async with self.store.sessions.begin() as session:
+            await self._lock_chat(await session.connection(), key)
             if update_id is not None and not await record_processed_update(
                 session, sender.channel, update_id
             ):
                 log.info("update %s of %s already handled", update_id, sender.channel)
-                return [], []
+                if not replay:
+                    return [], []
+                kept = await replies_of(session, sender.channel, update_id)
+                return [reply_from_record(r) for r in kept], []
             if cached is None:
                 state, version = await load_conversation(session, *key)
             else:
@@ -242,6 +348,9 @@ class IntakeService:
                 relayed = await self._relay(session, sender, state, event, notices)
                 if relayed is not None:
                     saved = await save_conversation(session, *key, relayed[1], version)
+                    if replay and update_id is not None:
+                        records = [reply_record(r) for r in relayed[0]]
+                        await keep_replies(session, sender.channel, update_id, records)
                     return self._done(key, relayed[1], saved, relayed[0]), notices
                 outcome = handle(state, event, ctx)
                 # Learning loop (issue 13): what the model decided at a decision point.
@@ -264,6 +373,10 @@ class IntakeService:
                 replies.extend(follow.replies)
                 pending.extend(follow.actions)
             saved = await save_conversation(session, *key, state, version)
+            if replay and update_id is not None:
+                await keep_replies(
+                    session, sender.channel, update_id, [reply_record(r) for r in replies]
+                )
         return self._done(key, state, saved, replies), notices
 
     def _language_of(self, sender: Sender, event: Event) -> str:

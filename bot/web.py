@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from sqlalchemy import event
 
 from actions.desk import DeskService
+from actions.leadership import Leadership
 from actions.learning import Thresholds
 from actions.ports import ResidentPorts
 from actions.retention import retention_job
-from actions.scheduler import Job, Scheduler
+from actions.scheduler import Job, Scheduler, holder_name
 from bot.channels.callback import add_callback_channel
 from bot.channels.rest import RestPort, add_rest_channel
 from bot.console_chat import CHANNEL as CONSOLE_CHANNEL
@@ -34,6 +36,7 @@ SETTINGS = web.AppKey("settings", Settings)
 RESIDENT_PORTS = web.AppKey("resident_ports", ResidentPorts)
 DESK_SERVICE = web.AppKey("desk_service", DeskService)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+LEADERSHIP = web.AppKey("leadership", Leadership)
 STORE = web.AppKey("store", Store)
 NLU = web.AppKey("nlu", NLUBackend)
 
@@ -69,6 +72,8 @@ def create_app(
 
     app.cleanup_ctx.append(close_store)
     add_health(app, app[STORE], settings)
+    leadership = Leadership(app[STORE], holder_name(), ttl=settings.leader_ttl)
+    app[LEADERSHIP] = leadership
     ports = ResidentPorts()
     app[RESIDENT_PORTS] = ports
     desk = DeskService(
@@ -84,7 +89,15 @@ def create_app(
         notifier=desk,
         data_dir=settings.data_dir,
         review_thresholds=Thresholds(settings.review_low_confidence, settings.review_small_margin),
+        chat_wait=settings.chat_wait_seconds,
+        chat_lock=settings.chat_lock,
     )
+    statements = count_statements(app[STORE])
+
+    async def intake_health() -> dict[str, object]:
+        return {**service.health(), "statements": statements[0]}
+
+    app[HEALTH_CHECKS]["intake"] = intake_health
     # --- HTTP channels (REST outbox, Rasa callback) and their ports to residents
     ports.register(add_rest_channel(app, service, settings))
     ports.register(RestPort(app[STORE], CONSOLE_CHANNEL))  # `tiaojie chat` reads it
@@ -98,7 +111,7 @@ def create_app(
         from bot.channels.telegram import TELEGRAM, add_telegram
         from bot.channels.telegram_ports import telegram_file_fetcher
 
-        add_telegram(app, settings, service, desk, ports)
+        add_telegram(app, settings, service, desk, ports, leadership)
         fetch_file = telegram_file_fetcher(app[TELEGRAM].bot)
     workspace = create_workspace(
         settings, app[STORE], ports, desk_service=desk, fetch_file=fetch_file
@@ -113,7 +126,38 @@ def create_app(
 
     add_wecom(app, settings, desk)
     add_scheduler(app, settings, desk)
+    add_leadership(app)
     return app
+
+
+def count_statements(store: Store) -> list[int]:
+    """A running count of SQL statements this process sent (one round trip each), for
+    ``benchmarks/scale_bench.py``'s round trips per message; a list so it can grow."""
+    counter = [0]
+
+    def one(*_: object) -> None:
+        counter[0] += 1
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", one)
+    return counter
+
+
+def add_leadership(app: web.Application) -> None:
+    """Elect a leader among the workers; appended last, so it starts after everything
+    it starts (Telegram, the scheduler) is set up and stops first, stopping them."""
+    leadership = app[LEADERSHIP]
+
+    async def lead(app: web.Application) -> AsyncIterator[None]:
+        leadership.start()
+        yield
+        await leadership.stop()
+
+    app.cleanup_ctx.append(lead)
+
+    async def health() -> dict[str, object]:
+        return leadership.health()
+
+    app[HEALTH_CHECKS]["leader"] = health
 
 
 def add_scheduler(app: web.Application, settings: Settings, desk: DeskService) -> None:
@@ -122,15 +166,21 @@ def add_scheduler(app: web.Application, settings: Settings, desk: DeskService) -
     if settings.sweep_seconds > 0:
         jobs.append(Job("sweep", settings.sweep_seconds, desk.sweep))
     jobs.append(retention_job(app[STORE], settings))  # daily; issue 14 (privacy)
-    scheduler = Scheduler(app[STORE], jobs)
+    leadership = app[LEADERSHIP]
+    scheduler = Scheduler(app[STORE], jobs, holder=leadership.holder, leader=leadership)
     app[SCHEDULER] = scheduler
 
-    async def run_jobs(app: web.Application) -> AsyncIterator[None]:
+    async def start_jobs() -> None:
         scheduler.start()
+
+    leadership.on_elected(start_jobs)
+    leadership.on_deposed(scheduler.stop)
+
+    async def stop_jobs(app: web.Application) -> AsyncIterator[None]:
         yield
         await scheduler.stop()
 
-    app.cleanup_ctx.append(run_jobs)
+    app.cleanup_ctx.append(stop_jobs)
 
     async def health() -> dict[str, object]:
         return scheduler.health()

@@ -34,6 +34,7 @@ from bot.intake_service import IntakeService, Sender
 from bot.runtime import Store
 from bot.settings import Settings
 from storage import outbox
+from storage.updates import delivery_number
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ HTTP_SETTINGS = web.AppKey("http_channel_settings", Settings)
 REST_PORT = web.AppKey("rest_port", object)
 #: Longest sender id we accept (Rasa puts no limit; our store column holds 64).
 MAX_SENDER = 64
+#: Longest bridge message id we accept (a UUID is 36).
+MAX_MESSAGE_ID = 128
 
 
 def reply_payload(reply: Reply) -> dict[str, Any]:
@@ -109,6 +112,15 @@ def check_access(request: web.Request) -> None:
 
 async def read_message(request: web.Request) -> tuple[str, str]:
     """``(sender, message)`` of a Rasa-style body, cleaned; :class:`BadBody` otherwise."""
+    sender, message, _ = await read_delivery(request)
+    return sender, message
+
+
+async def read_delivery(request: web.Request) -> tuple[str, str, int | None]:
+    """``(sender, message, delivery number)``: the number comes from the bridge's own
+    message id (``"message_id"`` in the body, as Rasa bridges may send, or an
+    ``Idempotency-Key`` header), so a message retried after a lost answer, or sent to
+    two workers, is handled once and both get its replies. ``None`` without an id."""
     payload = await read_json(request)
     if not isinstance(payload, dict):
         raise BadBody("rest.not_object")
@@ -123,7 +135,12 @@ async def read_message(request: web.Request) -> tuple[str, str]:
         message = ""
     if not isinstance(message, str):
         raise BadBody("rest.message_not_text")
-    return sender, clean_text(message)
+    key = payload.get("message_id", request.headers.get("Idempotency-Key"))
+    if key is None or key == "":
+        return sender, clean_text(message), None
+    if isinstance(key, bool) or not isinstance(key, str | int) or len(str(key)) > MAX_MESSAGE_ID:
+        raise BadBody("rest.bad_message_id")
+    return sender, clean_text(message), delivery_number(f"{sender}\x1f{key}")
 
 
 # ------------------------------------------------------------------------ handlers
@@ -132,9 +149,11 @@ async def read_message(request: web.Request) -> tuple[str, str]:
 async def rest_webhook(request: web.Request) -> web.Response:
     """One message in; pending outbox messages, then the replies, out."""
     check_access(request)
-    sender, message = await read_message(request)
+    sender, message, delivery = await read_delivery(request)
     service = request.app[INTAKE]
-    replies = await service.handle(Sender(CHANNEL, sender, sender), text_to_event(message))
+    replies = await service.handle(
+        Sender(CHANNEL, sender, sender), text_to_event(message), delivery, replay=True
+    )
     async with service.store.sessions.begin() as session:
         pending = await outbox.take_pending(session, CHANNEL, sender)
     if pending:
