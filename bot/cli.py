@@ -469,7 +469,20 @@ def ensure_directory(settings: Settings) -> None:
 
 
 @app.command("run")
-def run() -> None:
+def run(
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes sharing the port (PostgreSQL only for more than one)",
+        ),
+    ] = 1,
+    worker: Annotated[bool, typer.Option("--worker", hidden=True)] = False,
+    grace: Annotated[
+        float, typer.Option(min=1, max=600, help="Seconds to finish requests on SIGTERM")
+    ] = 30.0,
+) -> None:
     """Start the assistant: health check, REST channel and, with a bot token, Telegram."""
     import signal
 
@@ -480,8 +493,34 @@ def run() -> None:
 
     settings = settings_or_exit()
     setup_logging(settings)
-    with_store(settings, lambda store: asyncio.sleep(0))
-    ensure_directory(settings)
+    several = workers > 1 or worker
+    if several and settings.database_url.startswith("sqlite"):
+        # SQLite allows one writer at a time and its file lives on one machine: a second
+        # process would only queue behind the first (and a network share corrupts it).
+        raise fail(t("cli.workers_need_postgres", settings.language, workers=workers), 2)
+    if not worker:
+        with_store(settings, lambda store: asyncio.sleep(0))
+        ensure_directory(settings)
+    if workers > 1:
+        from bot.nlu_setup import ensure_builtin
+        from bot.workers import Supervisor, worker_command
+
+        try:  # once here, not N times at once in the workers
+            ensure_builtin(settings.model_dir)
+        except _nlu_errors() as error:
+            raise fail(t("cli.nlu_error", settings.language, error=error), 2) from None
+
+        command = [*worker_command(), "--grace", str(grace)]
+        out.print(
+            t(
+                "cli.serving_workers",
+                settings.language,
+                host=settings.http_host,
+                port=settings.http_port,
+                workers=workers,
+            )
+        )
+        raise typer.Exit(Supervisor(command, workers, grace=grace + 5).run())
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -493,17 +532,27 @@ def run() -> None:
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             try:
-                await web.TCPSite(runner, settings.http_host, settings.http_port).start()
-                out.print(
-                    t(
-                        "cli.serving",
-                        settings.language,
-                        host=settings.http_host,
-                        port=settings.http_port,
-                    )
+                site = web.TCPSite(
+                    runner,
+                    settings.http_host,
+                    settings.http_port,
+                    reuse_port=several or None,
+                    shutdown_timeout=grace,
                 )
+                await site.start()
+                if not worker:
+                    out.print(
+                        t(
+                            "cli.serving",
+                            settings.language,
+                            host=settings.http_host,
+                            port=settings.http_port,
+                        )
+                    )
                 await stop.wait()
             finally:
+                # Stops listening, lets requests in flight finish (up to ``grace``),
+                # then closes Telegram, the scheduler, the leases and the store.
                 await runner.cleanup()
 
     from telegram.error import TelegramError
