@@ -1,0 +1,308 @@
+"""Intake throughput with 1, 2 and 4 workers on PostgreSQL (issue 16), in one run.
+
+For each worker count: a fresh PostgreSQL database (migrations, the Bao'an directory),
+``tiaojie run --workers N`` started as an operator would (the supervisor, SO_REUSEPORT on
+one port), then the same complete intake conversations as ``dialogue_bench.py`` through
+the REST channel at each concurrency of the sweep, each client on its own connection so
+the kernel spreads them over the workers. Printed per run: messages per second,
+latency p50/p99, CPU-ms per message of the workers and of PostgreSQL (every process of
+both, from /proc via psutil), database transactions per message (``pg_stat_database``),
+statements per message (``/healthz`` counters of each worker), chat-lock waits and lost
+races retried, and refused messages (a non-200 or a "not saved" answer). One more run
+with 2 workers orders chats by the version check alone (``TIAOJIE_CHAT_LOCK=0``), so the
+two ways can be compared. The last line is one JSON object:
+``{"workers": {"1": msg/s, "2": …, "4": …}, "refused": n, …}``.
+
+    .venv/bin/python benchmarks/scale_bench.py [--workers 1,2,4] [--concurrency 4,16,32]
+        [--conversations 60] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+
+Goal on the 2-core machine (PostgreSQL and this load generator share the cores):
+2 workers ≥ 1.5 × one worker, 0 refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.dialogue_bench import OPENINGS, next_message, percentile  # noqa: E402
+
+NOT_SAVED = ("没有保存", "not saved", "请再发", "send it again")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def fresh_database(admin: str) -> tuple[str, str]:
+    name = f"tiaojie_scale_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(admin)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    base = admin.rsplit("/", 1)[0]
+    return name, f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+async def drop_database(admin: str, name: str) -> None:
+    connection = await asyncpg.connect(admin)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+async def transactions(admin: str, name: str) -> int:
+    connection = await asyncpg.connect(admin)
+    try:
+        value = await connection.fetchval(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1", name
+        )
+        await connection.execute("SELECT pg_stat_clear_snapshot()")
+        return int(value or 0)
+    finally:
+        await connection.close()
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def postgres_processes() -> list[psutil.Process]:
+    found = psutil.process_iter(["name"])
+    return [p for p in found if (p.info["name"] or "").startswith("postgres")]
+
+
+def start_tiaojie(env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
+    """Migrate the fresh database and start ``tiaojie run`` as an operator would."""
+    tiaojie = str(Path(sys.executable).parent / "tiaojie")
+    subprocess.run([tiaojie, "db", "upgrade"], env=env, cwd=ROOT, check=True,
+                   capture_output=True)  # fmt: skip
+    return subprocess.Popen(
+        [tiaojie, "run", "--workers", str(workers)] if workers > 1 else [tiaojie, "run"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def worker_counters(port: int, expected: int) -> dict[str, dict[str, Any]]:
+    """Each worker's /healthz counters, by pid (new connections until all were seen)."""
+    seen: dict[str, dict[str, Any]] = {}
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        for _ in range(400):
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                body = await response.json()
+            pid = str(body["leader"]["holder"]).split(":")[1]
+            seen[pid] = {**body.get("intake", {}), **body.get("database_counters", {})}
+            if len(seen) >= expected:
+                break
+    return seen
+
+
+async def conversation(
+    http: aiohttp.ClientSession, url: str, sender: str, opening: str, latencies: list[float]
+) -> tuple[int, int]:
+    message: str | None = opening
+    sent = refused = 0
+    while message is not None and sent < 40:
+        started = time.perf_counter()
+        async with http.post(url, json={"sender": sender, "message": message}) as response:
+            body = await response.json() if response.status == 200 else []
+            ok = response.status == 200
+        latencies.append(time.perf_counter() - started)
+        sent += 1
+        texts = " ".join(item.get("text", "") for item in body)
+        if not ok or any(words in texts for words in NOT_SAVED):
+            refused += 1
+            break
+        message = next_message(body)
+    return sent, refused
+
+
+async def load(url: str, conversations: int, concurrency: int, tag: str) -> dict[str, float]:
+    latencies: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for number in range(conversations):
+        queue.put_nowait(number)
+    messages = refused = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def client() -> None:
+            nonlocal messages, refused
+            while not queue.empty():
+                number = queue.get_nowait()
+                opening = OPENINGS[number % len(OPENINGS)]
+                sent, lost = await conversation(
+                    http, url, f"{tag}-{number}", opening, latencies
+                )
+                messages += sent
+                refused += lost
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    return {
+        "messages": messages,
+        "seconds": seconds,
+        "messages_per_s": messages / seconds,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "refused": refused,
+    }
+
+
+async def one_run(
+    args: argparse.Namespace, workers: int, chat_lock: bool
+) -> dict[str, Any]:
+    name, url = await fresh_database(args.pg)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIAOJIE_", "TELEGRAM_"))}
+    data_dir = tempfile.mkdtemp(prefix="scale-")
+    env.update(
+        TIAOJIE_DATABASE_URL=url,
+        TIAOJIE_HTTP_PORT=str(port),
+        TIAOJIE_DATA_DIR=data_dir,
+        TIAOJIE_SECRET_KEY="scale-bench",
+        TIAOJIE_LOG_LEVEL="WARNING",
+        TIAOJIE_SWEEP_SECONDS="0",
+        TIAOJIE_CHAT_LOCK="1" if chat_lock else "0",
+    )
+    supervisor = start_tiaojie(env, workers)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.get(f"{base}/healthz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("tiaojie run never answered")
+                await asyncio.sleep(0.5)
+        await worker_counters(port, workers)  # every worker up
+        owner = psutil.Process(supervisor.pid)
+        worker_processes = owner.children(recursive=True) or [owner]
+        pg = postgres_processes()
+        # Warm-up (not measured): SQL compiled, caches filled, in every worker.
+        await load(f"{base}/webhooks/rest/webhook", 2 * workers * 4, 4 * workers, "warm")
+        results = []
+        for concurrency in args.concurrency:
+            before_counters = await worker_counters(port, workers)
+            cpu_before, pg_before = cpu_seconds(worker_processes), cpu_seconds(pg)
+            xact_before = await transactions(args.pg, name)
+            result = await load(
+                f"{base}/webhooks/rest/webhook", args.conversations, concurrency, f"c{concurrency}"
+            )
+            xact_after = await transactions(args.pg, name)
+            cpu_after, pg_after = cpu_seconds(worker_processes), cpu_seconds(pg)
+            after_counters = await worker_counters(port, workers)
+            messages = max(1, int(result["messages"]))
+
+            def delta(key: str, after: dict[str, dict[str, Any]] = after_counters,
+                      before: dict[str, dict[str, Any]] = before_counters) -> float:  # fmt: skip
+                return sum(
+                    float(after[pid].get(key, 0)) - float(before.get(pid, {}).get(key, 0))
+                    for pid in after
+                )
+
+            result.update(
+                concurrency=concurrency,
+                worker_cpu_ms_per_message=(cpu_after - cpu_before) * 1000 / messages,
+                postgres_cpu_ms_per_message=(pg_after - pg_before) * 1000 / messages,
+                transactions_per_message=(xact_after - xact_before) / messages,
+                statements_per_message=delta("statements") / messages,
+                lock_waits=delta("lock_waits"),
+                lock_wait_ms=delta("lock_wait_ms"),
+                retries=delta("retries"),
+            )
+            results.append(result)
+            print(
+                f"workers {workers} ({'lock' if chat_lock else 'version'}) "
+                f"concurrency {concurrency:>3}: {result['messages_per_s']:7.1f} msg/s  "
+                f"p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:7.1f} ms  "
+                f"cpu {result['worker_cpu_ms_per_message']:.2f} + pg "
+                f"{result['postgres_cpu_ms_per_message']:.2f} ms/msg  "
+                f"xact {result['transactions_per_message']:.2f}/msg  "
+                f"stmts {result['statements_per_message']:.1f}/msg  "
+                f"lock waits {result['lock_waits']:.0f} ({result['lock_wait_ms']:.0f} ms)  "
+                f"retries {result['retries']:.0f}  refused {result['refused']}",
+                flush=True,
+            )
+        return {"workers": workers, "chat_lock": chat_lock, "runs": results}
+    finally:
+        await asyncio.to_thread(stop_tiaojie, supervisor)
+        await drop_database(args.pg, name)
+
+
+def stop_tiaojie(supervisor: subprocess.Popen[bytes]) -> None:
+    supervisor.send_signal(signal.SIGTERM)
+    try:
+        supervisor.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        supervisor.kill()
+
+
+async def main(args: argparse.Namespace) -> None:
+    print(f"cores {os.cpu_count()}, load {os.getloadavg()[0]:.2f}", flush=True)
+    summary: dict[str, Any] = {"workers": {}, "refused": 0, "version_check_2": None}
+    for workers in args.workers:
+        run = await one_run(args, workers, chat_lock=True)
+        best = max(r["messages_per_s"] for r in run["runs"])
+        summary["workers"][str(workers)] = round(best, 1)
+        summary["refused"] += sum(int(r["refused"]) for r in run["runs"])
+    if args.compare_version and 2 in args.workers:
+        run = await one_run(args, 2, chat_lock=False)
+        summary["version_check_2"] = round(max(r["messages_per_s"] for r in run["runs"]), 1)
+        summary["refused"] += sum(int(r["refused"]) for r in run["runs"])
+    if "1" in summary["workers"] and "2" in summary["workers"]:
+        summary["speedup_2"] = round(summary["workers"]["2"] / summary["workers"]["1"], 2)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1, 2, 4])  # fmt: skip
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[4, 16, 32])  # fmt: skip
+    parser.add_argument("--conversations", type=int, default=60)
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get(
+            "TIAOJIE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    parser.add_argument("--no-version-run", dest="compare_version", action="store_false")
+    asyncio.run(main(parser.parse_args()))
