@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from aiohttp_session import get_session
 from aiohttp_sse import sse_response
+from sqlalchemy.engine import URL
 
 from actions import learning, retraining
 from bot.i18n import has, t
@@ -346,6 +347,15 @@ async def _running_job(request: web.Request) -> str | None:
     return None
 
 
+def _child_url(url: URL) -> str:
+    """The database URL for the training process: the very database this workspace
+    reads, with a relative SQLite path made absolute (the child runs in the project
+    folder, which need not be this server's working directory)."""
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        url = url.set(database=str(Path(url.database).resolve()))
+    return url.render_as_string(hide_password=False)
+
+
 @routes.post("/learn/train")
 @requires(MediatorRole.ADMIN)
 async def train(request: web.Request) -> web.Response:
@@ -357,8 +367,7 @@ async def train(request: web.Request) -> web.Response:
         raise web.HTTPSeeOther(f"/desk/learn/models/{running}")
     store = request.app[STORE]
     settings = request.app[SETTINGS]
-    # The child process writes to the very database this workspace reads.
-    url = store.engine.url.render_as_string(hide_password=False)
+    url = await asyncio.to_thread(_child_url, store.engine.url)
     models_dir = await asyncio.to_thread(Path(settings.model_dir).resolve)
     async with store.sessions.begin() as session:
         job = await retraining.start_training(
