@@ -156,6 +156,13 @@ async def test_inbox_sorted_masked_with_the_top_three(store, make_client, tmp_pa
     assert 'data-key="s"' in first and 'data-key="n"' in first
     assert "居民否认了类型" in first  # the signal, in words
     assert "/desk/learn" in html and "/desk/learn/models" in html  # the admin nav
+    # English a click away, every text from the catalogue.
+    await client.post("/desk/lang", data={"csrf": csrf_of(html), "to": "en", "next": "/desk/"})
+    english = await (await client.get("/desk/learn")).text()
+    assert "Language model review inbox" in english and "resident said no to the kind" in english
+    assert "learn." not in english.replace("/desk/learn", "").replace("learn.js", "").replace(
+        "learn.css", ""
+    )
 
 
 async def test_label_skip_and_not_real_by_plain_post(store, make_client, tmp_path, nlu) -> None:
@@ -296,6 +303,7 @@ async def test_bad_input_is_answered_politely(store, make_client, tmp_path, nlu)
         assert response.status == status, (path, data)
         assert words in await response.text(), (path, data)
     assert (await client.get("/desk/learn/models/nlu-none")).status == 404
+    assert await read_progress(client, "nlu-none") == [{"status": "missing"}]
     assert (await client.get("/desk/learn/models/bad%20version")).status == 404
     assert (await row_of(store, ids["wages"])).status == CaptureStatus.OPEN
 
@@ -505,5 +513,38 @@ async def test_retrain_from_the_workspace_with_live_progress(
                 await asyncio.to_thread(Path(row.path, "manifest.json").is_file)
                 and Path(row.path).parent == tmp_path / "models"
             )
+    finally:
+        await engine.dispose()
+
+
+async def test_a_failed_training_is_shown_with_its_reason(
+    sqlite_url: str, tmp_path: Path, port: RecordingPort
+) -> None:
+    """The models folder cannot be written (it is a file): the job fails, the stream
+    ends with the reason and the model's page says so; nothing can activate it."""
+    engine = create_engine(sqlite_url)
+    store = Store(engine=engine, sessions=session_factory(engine), vault=PhoneVault("test"))
+    blocked = tmp_path / "not-a-folder"
+    await asyncio.to_thread(blocked.write_text, "a file where the models should go")
+    try:
+        async for make in client_factory(store, tmp_path, port):
+            client = await make(model_dir=blocked)
+            await add_user(store, "wang", "baoan", MediatorRole.ADMIN)
+            await sign_in(client, "wang")
+            token = await token_from(client, "/desk/learn/models")
+            response = await client.post(
+                "/desk/learn/train", data={"csrf": token}, allow_redirects=False
+            )
+            version = response.headers["Location"].rsplit("/", 1)[1]
+            events = await read_progress(client, version)
+            assert events[-1]["status"] == "failed" and events[-1]["final"] is True
+            assert events[-1]["error"] and events[-1]["status_label"] == "训练失败"
+            page = await (await client.get(f"/desk/learn/models/{version}")).text()
+            assert "训练失败" in page and 'id="gate"' not in page
+            refused = await client.post(
+                f"/desk/learn/models/{version}/activate",
+                data={"csrf": token, "reason": "无论如何都要启用这个模型"},
+            )
+            assert refused.status == 400 and "不能启用" in await refused.text()
     finally:
         await engine.dispose()
