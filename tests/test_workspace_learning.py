@@ -377,7 +377,7 @@ async def test_gate_comparison_page(store, make_client, tmp_path, nlu, nlu_model
     client = await admin_client(store, make_client, tmp_path)
     html = await (await client.get(f"/desk/learn/models/{versions['bad']}")).text()
     assert "✗ 未通过" in html
-    assert "dispute_tenancy 的 F1 从" in html  # the reason, named
+    assert "<li>nlu_test.yml: dispute_tenancy 的 F1 从 0." in html  # the reason, named
     assert "F1 下降过多的纠纷类型:dispute_debt, dispute_tenancy" in html
     row = html.split('data-intent="dispute_tenancy"')[1].split("</tr>")[0]
     assert "-0." in row and 'class="fell"' in html.split('data-intent="dispute_tenancy"')[0][-40:]
