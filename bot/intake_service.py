@@ -353,8 +353,10 @@ class IntakeService:
                         await keep_replies(session, sender.channel, update_id, records)
                     return self._done(key, relayed[1], saved, relayed[0]), notices
                 outcome = handle(state, event, ctx)
-                # Learning loop (issue 13): what the model decided at a decision point.
-                await self._capture(session, sender, state, outcome.state, event)
+            # Learning loop (issue 13): what the model decided at a decision point. Also
+            # when the in-memory fast path above already ran the engine: the answer to
+            # "is it this kind?" arrives that way, and its signal must not be lost.
+            await self._capture(session, sender, state, outcome.state, event)
             state = outcome.state
             replies = list(outcome.replies)
             pending: list[Action] = list(outcome.actions)

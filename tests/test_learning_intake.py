@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from actions import learning
-from bot.dialogue.model import TextEvent
+from bot.dialogue.model import ButtonEvent, TextEvent
 from bot.intake_service import IntakeService, Sender
 from bot.runtime import Store
 from bot.settings import load_settings
@@ -41,3 +41,19 @@ async def test_greeting_alone_is_not_captured(store: Store, nlu) -> None:
     await service.handle(Sender("rest", "learn-2", "learn-2"), TextEvent("你好"))
     async with store.sessions() as session:
         assert await learning.inbox(session, limit=None) == []
+
+
+async def test_no_to_the_proposed_kind_and_the_kind_picked_are_signals(store: Store, nlu) -> None:
+    """The answers arrive on the runner's in-memory fast path; their signals are kept."""
+    service = IntakeService(store, nlu, engine_context(load_settings(), nlu.config.threshold))
+    who = Sender("rest", "learn-3", "learn-3")
+    await service.handle(who, TextEvent("楼上邻居天天半夜装修,吵得孩子睡不着"))
+    async with store.sessions() as session:
+        [item] = await learning.inbox(session, limit=None)
+    assert item.predicted == "dispute_neighbor" and item.signals == []
+    await service.handle(who, TextEvent("no"))
+    await service.handle(who, ButtonEvent("cat:dispute_construction"))
+    async with store.sessions() as session:
+        [item] = await learning.inbox(session, limit=None)
+    assert item.signals == ["resident_denied_kind", "resident_chose_other_kind"]
+    assert item.weak_label == "dispute_construction"

@@ -21,7 +21,7 @@ from actions.ports import ResidentPorts
 from bot.dialogue.forms import default_forms
 from bot.runtime import Store
 from bot.settings import Settings
-from bot.workspace import admin, desk, reports, staff_intake
+from bot.workspace import admin, desk, learning, reports, staff_intake
 from bot.workspace.common import (
     CLOSING,
     DESK,
@@ -78,5 +78,6 @@ def create_workspace(
     app.router.add_routes(reports.routes)
     app.router.add_routes(admin.routes)
     app.router.add_routes(staff_intake.routes)
+    app.router.add_routes(learning.routes)
     app.router.add_static("/static/", HERE / "static", append_version=True)
     return app
