@@ -93,7 +93,7 @@ async def export_resident(
                 "status": case.status.value,
                 "outcome": case.outcome.value if case.outcome else None,
                 "rating": case.rating,
-                "rating_comment": case.rating_comment,
+                "rating_comment": redact_text(case.rating_comment or "") or None,
                 "street": case.street,
                 "community": case.community,
                 "words": redact_text(case.resident_words),
@@ -234,6 +234,10 @@ class Forgotten:
     files: list[str] = field(default_factory=list)
     resident_deleted: bool = False
     conversation_deleted: bool = False
+    #: Captured NLU messages of the erased cases, deleted with them.
+    captures: int = 0
+    #: Messages kept for the resident's chat (a REST bridge), deleted.
+    outbox: int = 0
 
     def counts(self) -> dict[str, int]:
         return {
@@ -254,6 +258,7 @@ async def anonymise_case(
     result.erased_cases.append(case.reference)
     result.erased_events += erased.events
     result.files += erased.files
+    result.captures += erased.captures
 
 
 async def forget_resident(
@@ -289,6 +294,7 @@ async def forget_resident(
         result.resident_deleted = True
     if not keep_conversation:
         result.conversation_deleted = await queries.drop_conversation(session, channel, external_id)
+    result.outbox = await queries.drop_outbox(session, channel, external_id)
     log.info("resident data erased on %s: %s", channel, result.counts())
     return result
 

@@ -8,7 +8,10 @@ One daily job on the scheduler (:func:`retention_job`, registered in
 * processed update ids older than ``TIAOJIE_RETAIN_UPDATE_IDS_DAYS`` (7);
 * cases closed or withdrawn more than ``TIAOJIE_RETAIN_CLOSED_YEARS`` (3) ago are
   anonymised as on a resident's request (:mod:`actions.privacy`), their stored evidence
-  files deleted, and residents left without any case since then deleted;
+  files deleted, and residents left without any case since then deleted; the NLU
+  review inbox's captures of those cases go with them;
+* captured NLU messages that never led to a case, older than
+  ``TIAOJIE_RETAIN_CAPTURE_DAYS`` (365);
 * rendered exports under ``data_dir/exports/`` older than a day.
 
 Each run logs counts, never content. The clock is injectable (``now``) for tests and
@@ -43,6 +46,7 @@ class RetentionPolicy:
     draft_days: int = 30
     update_ids_days: int = 7
     closed_years: int = 3
+    capture_days: int = 365
 
     def closed_cutoff(self, now: datetime) -> datetime:
         return now - timedelta(days=365 * self.closed_years)
@@ -67,7 +71,15 @@ async def run_retention(
     """One retention pass; returns counts of what went (or would go, with ``dry_run``)."""
     now = now or utcnow()
     data_dir = Path(data_dir)
-    counts = {"drafts": 0, "update_ids": 0, "cases": 0, "events": 0, "files": 0, "residents": 0}
+    counts = {
+        "drafts": 0,
+        "update_ids": 0,
+        "cases": 0,
+        "events": 0,
+        "files": 0,
+        "residents": 0,
+        "captures": 0,
+    }
     closed_cutoff = policy.closed_cutoff(now)
     done = Forgotten()
     # A dry run does the very same work in a transaction it rolls back: its counts are
@@ -92,6 +104,9 @@ async def run_retention(
             for resident in orphans:
                 await queries.forget_resident_row(session, resident)
             counts["residents"] = len(orphans)
+            counts["captures"] = done.captures + await queries.old_unattached_captures(
+                session, now - timedelta(days=policy.capture_days), delete_them=True
+            )
             if dry_run:
                 await session.rollback()
     finally:
@@ -113,6 +128,7 @@ def policy_from(settings: Settings) -> RetentionPolicy:
         draft_days=settings.retain_draft_days,
         update_ids_days=settings.retain_update_ids_days,
         closed_years=settings.retain_closed_years,
+        capture_days=settings.retain_capture_days,
     )
 
 

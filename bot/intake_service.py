@@ -327,7 +327,9 @@ class IntakeService:
             if not outcome.actions and state.get("step") not in DECISION_STEPS:
                 async with self.store.engine.begin() as connection:
                     await self._lock_chat(connection, key)
-                    saved = await save_conversation(connection, *key, outcome.state, version)
+                    saved = await save_conversation(
+                        connection, *key, outcome.state, version, vault=self.store.vault
+                    )
                 return self._done(key, outcome.state, saved, list(outcome.replies)), []
         notices: list[Notice] = []
         async with self.store.sessions.begin() as session:

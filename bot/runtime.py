@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.settings import Settings
 from storage.db import create_engine, session_factory
 from storage.phone import PhoneVault
+from storage.sealed import VAULT_KEY
 
 
 def secret_key(settings: Settings) -> str:
@@ -44,6 +45,11 @@ class Store:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     vault: PhoneVault
+
+    def __post_init__(self) -> None:
+        # Every session of this store seals personal numbers in free texts with the
+        # vault (storage.sealed); a session without it could only mask them.
+        self.sessions.configure(info={VAULT_KEY: self.vault})
 
     @classmethod
     def open(cls, settings: Settings) -> Store:

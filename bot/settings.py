@@ -96,6 +96,10 @@ class Settings(BaseSettings):
         default=7, ge=1, le=365, alias="TIAOJIE_RETAIN_UPDATE_IDS_DAYS"
     )
     retain_closed_years: int = Field(default=3, ge=1, le=30, alias="TIAOJIE_RETAIN_CLOSED_YEARS")
+    #: Captured NLU messages that never led to a case (with a case, they go with it).
+    retain_capture_days: int = Field(
+        default=365, ge=1, le=3650, alias="TIAOJIE_RETAIN_CAPTURE_DAYS"
+    )
     # --- HTTP channels (REST and Rasa's callback channel)
     rest_token: SecretStr | None = Field(default=None, alias="TIAOJIE_REST_TOKEN")
     callback_url: str | None = Field(default=None, alias="TIAOJIE_CALLBACK_URL")

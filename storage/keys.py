@@ -5,6 +5,13 @@ skipped, so a run interrupted after some batches (each batch is its own transact
 and started again finishes the job and counts only what is left. Within a run rows
 are walked by id (keyset paging), so a batch never re-reads what it just wrote.
 During the rotation every value stays readable: the vault decrypts under any key.
+
+The encrypted columns are the phone numbers and every sealed original of a free text
+(:mod:`storage.sealed`: the case's words, summary, form answers and rating comment,
+timeline entries, conversation drafts, outbox messages, summons texts). Rows written
+before texts were sealed may still hold numbers in the clear: :func:`seal_clear_text`
+masks them and seals their originals, in the same resumable way (a sealed row is
+skipped; a row with nothing to hide stays as it is).
 """
 
 from __future__ import annotations
@@ -15,14 +22,25 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from storage import schema  # noqa: F401  (every table module registers its sealed columns)
 from storage.models import Case, Resident
 from storage.phone import PhoneVault
+from storage.sealed import SealedColumn, sealed_columns
 
-#: Every encrypted column: (model, column name). Add new ones here.
-ENCRYPTED_COLUMNS: list[tuple[Any, str]] = [
+#: The phone numbers: (model, column name). Sealed texts are added from the registry.
+PHONE_COLUMNS: list[tuple[Any, str]] = [
     (Resident, "phone_encrypted"),
     (Case, "phone_encrypted"),
 ]
+
+
+def encrypted_columns() -> list[tuple[Any, str]]:
+    """Every encrypted column: (model, column name), phones first."""
+    return PHONE_COLUMNS + [(c.model, c.sealed) for c in sealed_columns()]
+
+
+#: Every encrypted column, as (model, column name).
+ENCRYPTED_COLUMNS: list[tuple[Any, str]] = encrypted_columns()
 
 
 @dataclass(slots=True)
@@ -33,6 +51,8 @@ class RotationReport:
     batches: int = 0
     per_column: dict[str, int] = field(default_factory=dict)
     finished: bool = True
+    #: Rows whose clear-text numbers :func:`seal_clear_text` masked and sealed.
+    sealed: int = 0
 
 
 async def rotate_keys(
@@ -44,7 +64,7 @@ async def rotate_keys(
 ) -> RotationReport:
     """Re-encrypt under the first key; ``max_batches`` stops early (a resumable stop)."""
     report = RotationReport()
-    for model, name in ENCRYPTED_COLUMNS:
+    for model, name in encrypted_columns():
         column = getattr(model, name)
         label = f"{model.__tablename__}.{name}"
         report.per_column.setdefault(label, 0)
@@ -73,6 +93,8 @@ async def rotate_keys(
                     if fresh is None:
                         report.unreadable += 1
                         continue
+                    # Core, on purpose: the timeline's append-only guard is an ORM
+                    # listener, and re-encrypting an entry changes no word of it.
                     await session.execute(
                         update(model)
                         .where(model.id == row_id, column == token)
@@ -83,3 +105,54 @@ async def rotate_keys(
                     report.per_column[label] += 1
             report.batches += 1
     return report
+
+
+async def seal_clear_text(
+    sessions: async_sessionmaker[AsyncSession],
+    vault: PhoneVault,
+    *,
+    batch_size: int = 500,
+    report: RotationReport | None = None,
+) -> RotationReport:
+    """Mask and seal personal numbers still in the clear (rows from before sealing)."""
+    report = report or RotationReport()
+    for column in sealed_columns():
+        await _seal_column(sessions, vault, column, batch_size, report)
+    return report
+
+
+async def _seal_column(
+    sessions: async_sessionmaker[AsyncSession],
+    vault: PhoneVault,
+    column: SealedColumn,
+    batch_size: int,
+    report: RotationReport,
+) -> None:
+    model = column.model
+    shown, kept = getattr(model, column.attr), getattr(model, column.sealed)
+    last_id = 0
+    while True:
+        async with sessions.begin() as session:
+            rows = (
+                await session.execute(
+                    select(model.id, shown)
+                    .where(model.id > last_id, kept.is_(None))
+                    .order_by(model.id)
+                    .limit(batch_size)
+                )
+            ).all()
+            if not rows:
+                return
+            for row_id, value in rows:
+                last_id = row_id
+                masked, token = column.seal(value, vault)
+                if token is None:
+                    continue
+                await session.execute(
+                    update(model)
+                    .where(model.id == row_id, kept.is_(None))
+                    .values({column.attr: masked, column.sealed: token})
+                    .execution_options(synchronize_session=False)
+                )
+                report.sealed += 1
+                report.per_column[column.label] = report.per_column.get(column.label, 0) + 1

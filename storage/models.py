@@ -31,6 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from storage import sealed
+
 #: Stable constraint names so Alembic migrations work the same on SQLite and PostgreSQL.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -228,6 +230,8 @@ class Conversation(Base):
     channel: Mapped[str] = mapped_column(String(32))
     chat_id: Mapped[str] = mapped_column(String(64))
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: The draft's original when it holds personal numbers (see :mod:`storage.sealed`).
+    state_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     version: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -259,9 +263,14 @@ class Case(Base):
     risk_level: Mapped[RiskLevel] = mapped_column(
         _enum(RiskLevel, "risk_level"), default=RiskLevel.NORMAL
     )
+    #: Free texts hold personal numbers masked; the ``…_sealed`` column beside each
+    #: holds its original, encrypted (:mod:`storage.sealed`).
     resident_words: Mapped[str] = mapped_column(Text)
+    resident_words_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     summary: Mapped[str] = mapped_column(Text, default="")
+    summary_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    fields_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     street: Mapped[str | None] = mapped_column(String(64))
     community: Mapped[str | None] = mapped_column(String(64))
     #: Where the case is now (moves up on escalation, across on transfer). Never empty:
@@ -282,6 +291,7 @@ class Case(Base):
     outcome: Mapped[Outcome | None] = mapped_column(_enum(Outcome, "case_outcome"))
     rating: Mapped[int | None] = mapped_column(Integer)
     rating_comment: Mapped[str | None] = mapped_column(Text)
+    rating_comment_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
     escalate_at: Mapped[datetime | None] = mapped_column(index=True)
     #: An emergency alert not yet acknowledged by a person must be by then, or it goes
@@ -314,6 +324,8 @@ class CaseEvent(Base):
     actor_type: Mapped[str] = mapped_column(String(16))
     actor_id: Mapped[str | None] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: ``data`` as written when it held personal numbers (``data`` has them masked).
+    data_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -367,3 +379,12 @@ class AppendOnlyError(RuntimeError):
 @event.listens_for(CaseEvent, "before_delete")
 def _refuse_change(*_: object) -> None:
     raise AppendOnlyError("case events are append-only")
+
+
+# Free texts kept masked with their original sealed (issue 14, :mod:`storage.sealed`).
+sealed.register(Case, "resident_words", "resident_words_sealed")
+sealed.register(Case, "summary", "summary_sealed")
+sealed.register(Case, "fields", "fields_sealed", json=True)
+sealed.register(Case, "rating_comment", "rating_comment_sealed")
+sealed.register(CaseEvent, "data", "data_sealed", json=True)
+sealed.register(Conversation, "state", "state_sealed", json=True)

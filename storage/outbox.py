@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, String, select, update
+from sqlalchemy import Index, LargeBinary, String, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from storage import sealed
 from storage.models import Base, utcnow
 
 
@@ -28,6 +29,8 @@ class OutboxMessage(Base):
     channel: Mapped[str] = mapped_column(String(32))
     chat_id: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]]
+    #: The payload as written when its text holds personal numbers (:mod:`storage.sealed`).
+    payload_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
 
@@ -63,10 +66,11 @@ async def take_pending(
         update(OutboxMessage)
         .where(OutboxMessage.id.in_(ids), OutboxMessage.delivered_at.is_(None))
         .values(delivered_at=utcnow())
-        .returning(OutboxMessage.id, OutboxMessage.payload)
+        .returning(OutboxMessage.id, OutboxMessage.payload, OutboxMessage.payload_sealed)
     )
     rows = sorted(marked.all(), key=lambda row: row[0])
-    return [dict(row[1]) for row in rows]
+    vault = sealed.session_vault(session)
+    return [dict(sealed.unseal_value(row[1], row[2], vault)) for row in rows]
 
 
 async def pending_count(session: AsyncSession, channel: str, chat_id: str) -> int:
@@ -78,3 +82,6 @@ async def pending_count(session: AsyncSession, channel: str, chat_id: str) -> in
         )
     )
     return len(rows.all())
+
+
+sealed.register(OutboxMessage, "payload", "payload_sealed", json=True)

@@ -10,7 +10,9 @@ statements do not pass through the ORM listener), never the kind, actor or time,
 in the same transaction appends a ``data_erased`` entry saying who erased, when, why
 and how many entries were touched. Every other write path still hits the listener.
 An erased entry's data keeps ``{"erased": true}`` so a reader sees that something was
-there.
+there. Every sealed original (:mod:`storage.sealed`) of the case goes too: the
+entries' ``data_sealed``, the case's sealed words, summary, answers and comment, the
+summons texts; the NLU review inbox's captures of the case are deleted with it.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.cases import Actor, add_event
 from storage.models import Case, CaseEvent, CaseStatus, Conversation, ProcessedUpdate, Resident
+from storage.outbox import OutboxMessage
+from storage.review import NluCapture
+from storage.summons import Summons
 
 #: Keys of an event's data that carry what a person said, sent or is called. (Not
 #: ``chat_id``/``message_id``: in ``announced`` entries they name the centre's card,
@@ -41,6 +46,7 @@ class Erased:
     cases: int = 0
     events: int = 0
     files: list[str] = field(default_factory=list)
+    captures: int = 0
 
 
 async def stale_drafts(session: AsyncSession, cutoff: datetime) -> list[Conversation]:
@@ -56,7 +62,7 @@ async def clear_draft(session: AsyncSession, conversation: Conversation) -> None
     await session.execute(
         update(Conversation)
         .where(Conversation.id == conversation.id, Conversation.version == conversation.version)
-        .values(state=state, version=conversation.version + 1)
+        .values(state=state, state_sealed=None, version=conversation.version + 1)
         .execution_options(synchronize_session=False)
     )
 
@@ -113,14 +119,26 @@ async def erase_case(session: AsyncSession, case: Case, actor: Actor, reason: st
     events = list(
         (
             await session.execute(
-                select(CaseEvent.id, CaseEvent.data).where(CaseEvent.case_id == case.id)
+                select(CaseEvent.id, CaseEvent.data, CaseEvent.data_sealed).where(
+                    CaseEvent.case_id == case.id
+                )
             )
         ).all()
     )
-    for event_id, data in events:
+    for event_id, data, sealed_data in events:
         data = dict(data or {})
         personal = PERSONAL_KEYS & data.keys()
         if not personal:
+            if sealed_data is not None:
+                # A reason or request that quoted a number: its masked copy stays (it
+                # says what happened), the original goes.
+                await session.execute(
+                    update(CaseEvent)
+                    .where(CaseEvent.id == event_id)
+                    .values(data_sealed=None)
+                    .execution_options(synchronize_session=False)
+                )
+                done.events += 1
             continue
         file_id = str(data.get("file_id") or "")
         if file_id.startswith("local:"):
@@ -131,18 +149,28 @@ async def erase_case(session: AsyncSession, case: Case, actor: Actor, reason: st
         await session.execute(
             update(CaseEvent)
             .where(CaseEvent.id == event_id)
-            .values(data=kept)
+            .values(data=kept, data_sealed=None)
             .execution_options(synchronize_session=False)
         )
         done.events += 1
     case.resident_words = ""
     case.summary = ""
     case.fields = _stripped_fields(case.fields)
+    case.resident_words_sealed = case.summary_sealed = case.fields_sealed = None
     case.phone_encrypted = None
     case.phone_masked = None
     case.chat_id = None
     case.rating_comment = None
+    case.rating_comment_sealed = None
     case.resident_id = None
+    await session.execute(
+        update(Summons)
+        .where(Summons.case_id == case.id)
+        .values(request="", request_sealed=None, answer=None, answer_sealed=None)
+        .execution_options(synchronize_session=False)
+    )
+    captures = await session.execute(delete(NluCapture).where(NluCapture.case_id == case.id))
+    done.captures = int(captures.rowcount or 0)  # type: ignore[attr-defined]
     await session.flush()
     await add_event(session, case, ERASED_EVENT, actor, {"reason": reason, "events": done.events})
     return done
@@ -192,3 +220,27 @@ async def count_old_updates(session: AsyncSession, cutoff: datetime) -> int:
         .where(ProcessedUpdate.processed_at < cutoff)
     )
     return int((await session.execute(query)).scalar_one())
+
+
+async def drop_outbox(session: AsyncSession, channel: str, chat_id: str) -> int:
+    """Messages kept for a chat that cannot be written to first (a REST bridge), gone
+    with the resident: what the mediator wrote to them is in no other copy then."""
+    result = await session.execute(
+        delete(OutboxMessage).where(
+            OutboxMessage.channel == channel, OutboxMessage.chat_id == str(chat_id)
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def old_unattached_captures(
+    session: AsyncSession, cutoff: datetime, *, delete_them: bool = False
+) -> int:
+    """Captured NLU messages that never led to a case, older than ``cutoff`` (a capture
+    with a case goes with the case's personal data, :func:`erase_case`)."""
+    condition = (NluCapture.case_id.is_(None)) & (NluCapture.created_at < cutoff)
+    if not delete_them:
+        query = select(func.count()).select_from(NluCapture).where(condition)
+        return int((await session.execute(query)).scalar_one())
+    result = await session.execute(delete(NluCapture).where(condition))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -9,10 +9,11 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Text, UniqueConstraint, select
+from sqlalchemy import ForeignKey, LargeBinary, Text, UniqueConstraint, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from storage import sealed
 from storage.models import Base, _enum, utcnow
 
 
@@ -36,7 +37,9 @@ class Summons(Base):
         _enum(SummonsState, "summons_state"), default=SummonsState.PENDING
     )
     request: Mapped[str] = mapped_column(Text, default="")
+    request_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     answer: Mapped[str | None] = mapped_column(Text)
+    answer_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     answered_at: Mapped[datetime | None]
 
@@ -56,3 +59,8 @@ async def summoned_case_ids(session: AsyncSession, mediator_id: int) -> list[int
 async def case_summons(session: AsyncSession, case_id: int) -> list[Summons]:
     query = select(Summons).where(Summons.case_id == case_id).order_by(Summons.id)
     return list((await session.execute(query)).scalars())
+
+
+# The mediator's request and the department's answer may quote the resident's numbers.
+sealed.register(Summons, "request", "request_sealed")
+sealed.register(Summons, "answer", "answer_sealed")

@@ -40,7 +40,10 @@ async def test_rotation_interrupted_and_resumed(store: Store) -> None:
 
     second = await rotate_keys(store.sessions, rotated, batch_size=3)
     assert second.finished and second.current == 6
-    assert first.rotated + second.rotated == 20 and second.unreadable == 0
+    # 20 phones (cases and residents), and each story's words and summary (sealed: they
+    # hold the phone too).
+    assert first.rotated + second.rotated == 40 and second.unreadable == 0
+    assert second.per_column["cases.resident_words_sealed"] == 10
     async with store.sessions() as session:
         tokens = list((await session.execute(select(Case.phone_encrypted))).scalars())
         tokens += list((await session.execute(select(Resident.phone_encrypted))).scalars())
@@ -48,4 +51,4 @@ async def test_rotation_interrupted_and_resumed(store: Store) -> None:
     assert len(tokens) == 20 and all(only_new.decrypt(t) == PHONE for t in tokens)
 
     third = await rotate_keys(store.sessions, rotated, batch_size=3)
-    assert third.rotated == 0 and third.current == 20
+    assert third.rotated == 0 and third.current == 40

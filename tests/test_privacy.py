@@ -24,6 +24,7 @@ from storage.models import (
     Resident,
 )
 from storage.people import add_mediator, get_or_create_resident
+from storage.sealed import unseal_text
 
 PHONE = "13812345678"
 WORDS = f"老板欠我三个月工资,我的电话{PHONE}"
@@ -155,7 +156,11 @@ async def test_forget_withdraws_open_anonymises_closed_and_keeps_report(
         assert closed_case.category == "dispute_labor" and closed_case.street
         assert (await case_repo.get_case(session, opened)).status == CaseStatus.WITHDRAWN
         untouched = await case_repo.get_case(session, other)
-        assert PHONE in untouched.resident_words
+        # Another resident's words are untouched: masked to show, the original sealed.
+        assert PHONE not in untouched.resident_words
+        assert PHONE in str(
+            unseal_text(untouched.resident_words, untouched.resident_words_sealed, store.vault)
+        )
         residents = list((await session.execute(select(Resident.external_id))).scalars())
         assert "602" not in residents and "603" in residents
     async with store.sessions() as session:

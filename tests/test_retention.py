@@ -13,6 +13,7 @@ from bot.runtime import Store
 from storage import cases as case_repo
 from storage.conversations import load_conversation, save_conversation
 from storage.models import Case, CaseStatus, ProcessedUpdate, Resident, utcnow
+from storage.sealed import unseal_text
 from storage.updates import record_processed_update
 from tests.test_privacy import PHONE, worked_case
 
@@ -47,7 +48,10 @@ async def test_retention_clears_drafts_update_ids_and_old_closed_cases(
     assert dry["files"] == 2 and dry["residents"] == 1 and dry["events"] >= 3
     assert stale_export.exists() and (evidence / old_file).exists()
     async with store.sessions() as session:
-        assert PHONE in (await case_repo.get_case(session, old)).resident_words
+        still = await case_repo.get_case(session, old)
+        assert PHONE in str(
+            unseal_text(still.resident_words, still.resident_words_sealed, store.vault)
+        )
 
     counts = await run_retention(store, POLICY, tmp_path, now=now)
     assert counts["drafts"] == 1 and counts["cases"] == 1 and counts["update_ids"] == 1
@@ -58,9 +62,12 @@ async def test_retention_clears_drafts_update_ids_and_old_closed_cases(
         assert state == {"lang": "zh"}
         gone = await case_repo.get_case(session, old)
         assert gone.resident_words == "" and gone.phone_encrypted is None
+        assert gone.resident_words_sealed is None and gone.summary_sealed is None
         assert gone.status == CaseStatus.CLOSED and gone.rating == 4
         kept = await case_repo.get_case(session, recent)
-        assert PHONE in kept.resident_words
+        assert PHONE in str(
+            unseal_text(kept.resident_words, kept.resident_words_sealed, store.vault)
+        )
         assert not (await session.execute(select(ProcessedUpdate))).all()
         residents = set((await session.execute(select(Resident.external_id))).scalars())
         assert "701" not in residents and "702" in residents
