@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from actions import casework, learning
 from actions.cards import build_card, danger_names, kind_title, status_title
 from actions.ports import CardTarget, CaseCard, DeliveryError, ResidentPorts, StaffPort
+from actions.reveal import Revealed, may_reveal
+from actions.reveal import reveal as reveal_case
 from actions.routing import route_department
 from bot.dialogue.model import Button, Reply
 from bot.i18n import t
@@ -69,6 +71,8 @@ class CaseView:
     phone: str
     transcript: list[CaseEvent] = field(default_factory=list)
     evidence: list[CaseEvent] = field(default_factory=list)
+    #: The case in full (words as said), when its own mediator asked to see it.
+    revealed: Revealed | None = None
 
 
 def _transcript(events: Sequence[CaseEvent]) -> list[CaseEvent]:
@@ -134,23 +138,33 @@ class DeskService:
 
     # ---------------------------------------------------------------------- reading
 
-    async def details(self, reference: str, mediator: Mediator) -> CaseView:
-        """A case for a mediator allowed to see it; the look goes on the timeline."""
+    async def details(
+        self, reference: str, mediator: Mediator, *, reveal: bool = False, via: str = "desk"
+    ) -> CaseView:
+        """A case for a mediator allowed to see it; the look goes on the timeline.
+
+        Personal numbers stay masked, unless ``reveal`` and the viewer is the case's own
+        mediator: then the phone and the words as said (``revealed``), and that look is
+        recorded too (``phone_revealed``)."""
         async with self.store.sessions.begin() as session:
             case, events = await casework.view(session, reference, mediator)
             phone = case.phone_masked or "-"
-            if case.mediator_id == mediator.id and case.phone_encrypted:
-                phone = self.store.vault.decrypt(case.phone_encrypted) or phone
-            return CaseView(case, events, phone, _transcript(events), _evidence(events))
+            revealed = None
+            if reveal and may_reveal(case, mediator):
+                revealed = await reveal_case(
+                    session, case, mediator, self.store.vault, via=via, events=events
+                )
+                phone = revealed.phone or phone
+            view = CaseView(case, events, phone, _transcript(events), _evidence(events))
+            view.revealed = revealed
+            return view
 
-    async def reveal_phone(self, reference: str, mediator: Mediator) -> str:
+    async def reveal_phone(self, reference: str, mediator: Mediator, via: str = "desk") -> str:
         """The full number, for the case's own mediator only, recorded on the timeline."""
         async with self.store.sessions.begin() as session:
             case = await case_repo.get_case(session, reference)
-            if case.mediator_id != mediator.id or not mediator.active:
-                raise casework.NotAllowed(case.reference)
-            await case_repo.add_event(session, case, "phone_revealed", Actor.of(mediator))
-            return self.store.vault.decrypt(case.phone_encrypted) or case.phone_masked or "-"
+            found = await reveal_case(session, case, mediator, self.store.vault, via=via)
+            return found.phone or "-"
 
     # ---------------------------------------------------------------------- changes
 

@@ -41,8 +41,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from actions.desk import DeskService
 from bot.case_view import category_name
 from bot.i18n import t
+from bot.notices import RelayNotice
 from storage import cases as case_repo
 from storage import retention as queries
 from storage.cases import OPEN_STATUSES, Actor
@@ -316,6 +318,72 @@ def delete_files(data_dir: Path | str, digests: list[str]) -> int:
     for path in found:
         path.unlink(missing_ok=True)
     return len(found)
+
+
+# ------------------------------------------------------- staff, on a verified request
+
+
+async def export_on_request(
+    session: AsyncSession,
+    channel: str,
+    external_id: str,
+    actor: Actor,
+    *,
+    default_language: str = "zh",
+    basis: str | None = None,
+) -> dict[str, Any] | None:
+    """A resident's export made by staff (CLI, workspace), or None when nothing is held.
+
+    Every case it covers gets a ``data_exported`` entry naming the operator (and, from
+    the workspace, the request it answers), in the caller's transaction.
+    """
+    cases = await queries.cases_of(session, channel, external_id)
+    resident = await queries.find_resident(session, channel, external_id)
+    if not cases and resident is None:
+        return None
+    language = resident.language if resident else cases[0].language or default_language
+    export = await export_resident(session, channel, external_id, language)
+    data = {"basis": basis[:500]} if basis else {}
+    for case in cases:
+        await case_repo.add_event(session, case, "data_exported", actor, data)
+    return export
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetPreview:
+    """What :func:`forget_resident` would do, shown before staff confirm it."""
+
+    open_cases: list[str]
+    cases: list[str]
+    resident_known: bool
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.cases) or self.resident_known
+
+
+async def preview_forget(session: AsyncSession, channel: str, external_id: str) -> ForgetPreview:
+    cases = await queries.cases_of(session, channel, external_id)
+    resident = await queries.find_resident(session, channel, external_id)
+    return ForgetPreview(
+        open_cases=[c.reference for c in cases if c.status in OPEN_STATUSES],
+        cases=[c.reference for c in cases],
+        resident_known=resident is not None,
+    )
+
+
+async def tell_mediators(desk: DeskService, result: Forgotten) -> None:
+    """After the commit: each withdrawn case's mediator is told, every card updated."""
+    for item in result.withdrawn:
+        if item.mediator_external_id:
+            await desk.relay_to_mediator(
+                RelayNotice(
+                    item.reference,
+                    item.mediator_external_id,
+                    t("privacy.mediator_told", "zh", reference=item.reference),
+                )
+            )
+        await desk.refresh_cards(item.reference)
 
 
 async def open_cases_of(session: AsyncSession, channel: str, external_id: str) -> list[Case]:

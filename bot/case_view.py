@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from actions.cards import kind_title
+from actions.reveal import Revealed
 from bot.dialogue.forms import default_forms
 from bot.i18n import t
 from storage.models import Case, CaseEvent
@@ -32,11 +33,12 @@ def format_time(value: Any, timezone: str) -> str:
     return value.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
 
 
-def field_lines(case: Case, language: str) -> list[str]:
-    """The form's answers by their labels, choices by their titles."""
+def field_lines(case: Case, language: str, fields: dict[str, Any] | None = None) -> list[str]:
+    """The form's answers by their labels, choices by their titles (``fields``: the
+    answers as given, for the case's own mediator; else the stored, masked ones)."""
     form = default_forms().by_category.get(case.category)
     lines = []
-    for key, value in (case.fields or {}).items():
+    for key, value in (case.fields if fields is None else fields).items():
         slot = form.slot(key) if form is not None else None
         if slot is None:
             lines.append(f"{key}: {value}")
@@ -48,17 +50,21 @@ def field_lines(case: Case, language: str) -> list[str]:
     return lines
 
 
-def event_line(event: CaseEvent, language: str, timezone: str) -> str:
-    """One timeline entry: when, what (translated), who, and what was said."""
+def event_line(
+    event: CaseEvent, language: str, timezone: str, data: dict[str, Any] | None = None
+) -> str:
+    """One timeline entry: when, what (translated), who, and what was said (``data``:
+    the entry as written, for the case's own mediator; else its stored, masked data)."""
     name = t(f"desk.events.{event.kind}", language)
     if name.startswith("desk.events."):
         name = event.kind
     who = event.actor_type + (f":{event.actor_id}" if event.actor_id else "")
-    data = event.data or {}
+    revealed = data is not None
+    data = (event.data or {}) if data is None else data
     said = data.get("text") or data.get("words")
     detail = ""
     if said:
-        text = " ".join(mask_phones_in_text(str(said)).split())
+        text = " ".join((str(said) if revealed else mask_phones_in_text(str(said))).split())
         detail = (
             "「"
             + text[:TIMELINE_TEXT_CHARS]
@@ -93,8 +99,10 @@ def render_case_text(
     *,
     phone: str | None = None,
     last_events: int | None = None,
+    revealed: Revealed | None = None,
 ) -> str:
-    """Details and timeline; ``phone`` is the full number only for the case's mediator."""
+    """Details and timeline; ``phone`` is the full number only for the case's mediator,
+    ``revealed`` the case as said, for them only."""
     label = lambda key: t(f"cli.case_detail.{key}", language)  # noqa: E731
     centre = (
         (case.centre.name_zh if language == "zh" else case.centre.name_en) if case.centre else "-"
@@ -118,14 +126,26 @@ def render_case_text(
         f"{label('outcome')}: {outcome}",
         f"{label('rating')}: {case.rating if case.rating is not None else '-'}",
         f"{label('filed_at')}: {format_time(case.created_at, timezone)}",
-        f"{label('summary')}: {mask_phones_in_text(case.summary) or '-'}",
-        f"{label('words')}: {mask_phones_in_text(case.resident_words)}",
+        f"{label('summary')}: {_shown(case.summary, revealed.summary if revealed else None)}",
+        f"{label('words')}: {_shown(case.resident_words, revealed.words if revealed else None)}",
     ]
-    fields = field_lines(case, language)
+    fields = field_lines(case, language, revealed.fields if revealed else None)
     if fields:
         lines.append(f"{label('fields')}:")
         lines.extend(f"  - {line}" for line in fields)
     shown = list(events)[-last_events:] if last_events else list(events)
     lines.append(f"{label('timeline')}:")
-    lines.extend("  " + event_line(event, language, timezone) for event in shown)
+    lines.extend(
+        "  "
+        + event_line(
+            event, language, timezone, revealed.data_of(event) if revealed is not None else None
+        )
+        for event in shown
+    )
     return "\n".join(lines)
+
+
+def _shown(stored: str, original: str | None) -> str:
+    """The text as said when revealed, else the stored copy (masked again, in case a
+    row predates sealing)."""
+    return (original if original else mask_phones_in_text(stored)) or "-"

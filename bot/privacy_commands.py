@@ -20,16 +20,14 @@ import typer
 from rich.table import Table
 
 from actions import privacy
-from actions.desk import DeskService
 from actions.retention import policy_from, run_retention
 from bot.case_view import format_time
 from bot.i18n import raw, t
-from bot.notices import RelayNotice
 from bot.runtime import Store
 from storage import cases as case_repo
 from storage.cases import Actor
 from storage.errors import CaseNotFound
-from storage.keys import RotationReport, rotate_keys
+from storage.keys import RotationReport, rotate_keys, seal_clear_text
 from storage.models import CaseEvent
 
 retention_app = typer.Typer(help="Delete what is kept longer than needed.", no_args_is_help=True)
@@ -89,15 +87,9 @@ def resident_export(
 
     async def work(store: Store) -> dict[str, object] | None:
         async with store.sessions.begin() as session:
-            cases = await privacy.queries.cases_of(session, channel, ident)
-            resident = await privacy.queries.find_resident(session, channel, ident)
-            if not cases and resident is None:
-                return None
-            language = resident.language if resident else (cases[0].language if cases else lang)
-            export = await privacy.export_resident(session, channel, ident, language)
-            for case in cases:
-                await case_repo.add_event(session, case, "data_exported", _admin())
-            return export
+            return await privacy.export_on_request(
+                session, channel, ident, _admin(), default_language=lang
+            )
 
     export = cli.with_store(settings, work)
     if export is None:
@@ -150,25 +142,12 @@ def resident_forget(
             result = await privacy.forget_resident(session, channel, ident, _admin())
         privacy.delete_files(settings.data_dir, result.files)
         async with cli.desk_for(settings, store) as desk:
-            await _tell_mediators(desk, result)
+            await privacy.tell_mediators(desk, result)
         return result
 
     result = cli.with_store(settings, work)
     counts = result.counts()
     cli.out.print(t("privacy.cli.forgotten", lang, **counts), markup=False)
-
-
-async def _tell_mediators(desk: DeskService, result: privacy.Forgotten) -> None:
-    for item in result.withdrawn:
-        if item.mediator_external_id:
-            await desk.relay_to_mediator(
-                RelayNotice(
-                    item.reference,
-                    item.mediator_external_id,
-                    t("privacy.mediator_told", "zh", reference=item.reference),
-                )
-            )
-        await desk.refresh_cards(item.reference)
 
 
 @keys_app.command("rotate")
@@ -181,7 +160,12 @@ def keys_rotate(
     lang = settings.language
 
     async def work(store: Store) -> RotationReport:
-        return await rotate_keys(store.sessions, store.vault, batch_size=batch_size)
+        # Rows from before sealing first (their originals get sealed under the new
+        # key), then everything re-encrypted under the first key.
+        sealed = await seal_clear_text(store.sessions, store.vault, batch_size=batch_size)
+        report = await rotate_keys(store.sessions, store.vault, batch_size=batch_size)
+        report.sealed = sealed.sealed
+        return report
 
     report = cli.with_store(settings, work)
     cli.out.print(
@@ -194,6 +178,7 @@ def keys_rotate(
         ),
         markup=False,
     )
+    cli.out.print(t("privacy.sealed.keys_sealed", lang, rows=report.sealed), markup=False)
 
 
 def audit_rows(events: list[CaseEvent], timezone: str) -> list[tuple[str, str, str, str]]:

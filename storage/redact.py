@@ -31,7 +31,7 @@ from datetime import date
 KINDS = ("email", "id_card", "bank_card", "mobile", "landline")
 
 _EMAIL = re.compile(
-    r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 )
 _ID_CARD = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])")
 _BANK_CARD = re.compile(r"(?<![\d-])\d{4,6}(?:[ -]?\d{2,6}){2,4}(?![\d-])")

@@ -85,6 +85,12 @@ def _masked(value: Any, key: object = None) -> tuple[Any, bool]:
         if _is_identifier(key) or not find_personal_numbers(value):
             return value, False
         return redact(value).masked_text, True
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**10:
+        # A number read as an amount or a count may be a phone or card number.
+        digits = str(value)
+        if not _is_identifier(key) and find_personal_numbers(digits):
+            return redact(digits).masked_text, True
+        return value, False
     if isinstance(value, dict):
         changed = False
         out: dict[Any, Any] = {}

@@ -16,6 +16,7 @@ from nlu.interface import NLUBackend
 from storage import cases as case_repo
 from storage.cases import Actor
 from storage.models import CaseStatus
+from storage.sealed import unseal_text
 from tests.test_privacy import PHONE, new_case
 from tests.test_rest_channel import send
 
@@ -63,7 +64,11 @@ async def test_forget_asks_then_withdraws_open_and_erases_closed(client) -> None
     assert [b["payload"] for b in body[0]["buttons"]] == ["yes", "no"]
     assert "1" in body[0]["text"] and "2" in body[0]["text"]
     async with store.sessions() as session:  # nothing happens before the yes
-        assert PHONE in (await case_repo.get_case(session, opened)).resident_words
+        still = await case_repo.get_case(session, opened)
+        assert still.resident_words_sealed is not None  # the words (phone sealed) stay
+        assert PHONE in str(
+            unseal_text(still.resident_words, still.resident_words_sealed, store.vault)
+        )
 
     body = await send(http, sender, "yes")
     assert len(body) == 1
@@ -71,6 +76,7 @@ async def test_forget_asks_then_withdraws_open_and_erases_closed(client) -> None
         for reference in (closed, opened):
             case = await case_repo.get_case(session, reference)
             assert case.resident_words == "" and case.phone_encrypted is None
+            assert case.resident_words_sealed is None
             kinds = [e.kind for e in await case_repo.case_events(session, case)]
             assert kinds[-1] == "data_erased"
         assert (await case_repo.get_case(session, opened)).status == CaseStatus.WITHDRAWN
@@ -91,7 +97,10 @@ async def test_forget_cancelled_and_a_stale_yes_deletes_nothing(client) -> None:
     await send(http, sender, "yes")
     async with store.sessions() as session:
         case = await case_repo.get_case(session, opened)
-        assert PHONE in case.resident_words and case.status == CaseStatus.NEW
+        assert case.status == CaseStatus.NEW and case.resident_words_sealed is not None
+        assert PHONE in str(
+            unseal_text(case.resident_words, case.resident_words_sealed, store.vault)
+        )
 
 
 class StaffInbox:

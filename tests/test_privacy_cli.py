@@ -58,7 +58,8 @@ def test_export_audit_forget_retention_and_keys_from_the_command_line(tmp_path: 
     assert PHONE not in (out / "tiaojie-telegram-901.txt").read_text(encoding="utf-8")
 
     rotated = run_cli("keys", "rotate", env=env)
-    assert rotated.returncode == 0 and "2 value(s) re-encrypted" in rotated.stdout
+    # Two phones (case, resident), and the story's words and summary sealed beside them.
+    assert rotated.returncode == 0 and "4 value(s) re-encrypted" in rotated.stdout
 
     forgot = run_cli("resident", "forget", "--channel", "telegram", "--id", "901", "--yes", env=env)
     assert forgot.returncode == 0, forgot.stderr

@@ -17,6 +17,8 @@ import logging
 import re
 from typing import Any
 
+from storage.redact import find_personal_numbers, redact_text
+
 REPLACEMENT = "\ufffd"
 #: C0 controls except tab and newline, DEL, and every surrogate code point.
 _TEXT_JUNK = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
@@ -108,9 +110,37 @@ class OneLineLogFilter(logging.Filter):
         return True
 
 
+class PersonalNumberLogFilter(logging.Filter):
+    """A handler filter: no phone, ID card or bank card number or e-mail in a log line.
+
+    Our own code logs ids and counts, never words; but a library at DEBUG (an update
+    dumped whole, a SQL error quoting its parameters, a traceback) may quote what a
+    resident typed. Whatever the source, the line that is written has those numbers
+    masked (:mod:`storage.redact`), tracebacks included.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: let logging report it as usual
+            return True
+        if find_personal_numbers(message):
+            record.msg = redact_text(message)
+            record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
+        return True
+
+
 def install_log_filter(logger: logging.Logger | None = None) -> None:
-    """Add :class:`OneLineLogFilter` to every handler of ``logger`` (the root by default)."""
+    """Add :class:`PersonalNumberLogFilter` and :class:`OneLineLogFilter` to every handler
+    of ``logger`` (the root by default)."""
     target = logger or logging.getLogger()
     for handler in target.handlers:
-        if not any(isinstance(f, OneLineLogFilter) for f in handler.filters):
-            handler.addFilter(OneLineLogFilter())
+        for kind in (PersonalNumberLogFilter, OneLineLogFilter):
+            if not any(isinstance(f, kind) for f in handler.filters):
+                handler.addFilter(kind())

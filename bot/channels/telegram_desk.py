@@ -176,9 +176,16 @@ class TelegramDesk:
                 )
 
     async def _details(self, mediator: Mediator, reference: str) -> str:
-        view = await self.desk.details(reference, mediator)
+        # The case's own mediator reads it in full (recorded); anyone else masked.
+        view = await self.desk.details(reference, mediator, reveal=True, via="telegram")
         return render_case_text(
-            view.case, view.events, STAFF, self.timezone, phone=view.phone, last_events=25
+            view.case,
+            view.events,
+            STAFF,
+            self.timezone,
+            phone=view.phone,
+            last_events=25,
+            revealed=view.revealed,
         )
 
     async def _send_long(self, chat_id: int, text: str) -> None:

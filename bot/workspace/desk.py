@@ -23,6 +23,8 @@ from actions import casework
 from actions import workspace_actions as desk
 from actions.casework import NotAllowed
 from actions.desk import DeskService
+from actions.reveal import Revealed, may_reveal
+from actions.reveal import reveal as reveal_case
 from bot.i18n import t
 from bot.workspace.common import (
     ALL_ROLES,
@@ -318,8 +320,10 @@ def _reference(request: web.Request) -> str:
 
 
 async def _case_context(
-    request: web.Request, phone: str | None = None
+    request: web.Request, revealed: Revealed | None = None
 ) -> dict[str, Any] | web.Response:
+    """The case page's data: personal numbers masked, or — ``revealed``, for the case's
+    own mediator after the audited click — the phone and the words as said."""
     me = viewer(request)
     lang = await language(request)
     reference = _reference(request)
@@ -345,19 +349,24 @@ async def _case_context(
     forms = request.app[FORMS]
     form = forms.by_category.get(case.category)
     labels = {s.name: s.label.get(lang) for s in form.slots} if form else {}
+    fields = revealed.fields if revealed else (case.fields or {})
+    shown = (lambda text: text) if revealed else desk.mask_numbers
     return {
         "case": case,
         "kind": kind_name(request, case.category, lang),
-        "events": [_event_view(e, mediators) for e in events],
+        "events": [
+            _event_view(e, mediators, revealed.data_of(e) if revealed else None) for e in events
+        ],
         "summons": summons,
+        "summons_answer": {k: v[1] for k, v in revealed.summons.items()} if revealed else {},
         "my_summons": next(
             (s for s in summons if s.department_mediator_id == me.mediator.id), None
         ),
-        "fields": [
-            (labels.get(k, k), desk.mask_numbers(str(v))) for k, v in (case.fields or {}).items()
-        ],
-        "words": desk.mask_numbers(case.resident_words),
-        "phone": phone,
+        "fields": [(labels.get(k, k), shown(str(v))) for k, v in fields.items()],
+        "words": revealed.words if revealed else desk.mask_numbers(case.resident_words),
+        "phone": (revealed.phone or "-") if revealed else None,
+        "revealed": revealed is not None,
+        "may_reveal": may_reveal(case, me.mediator) and _has_personal(case, events, summons),
         "is_mine": case.mediator_id == me.mediator.id,
         "may_work": desk.may_work(me.mediator, case, network),
         "may_claim": case.status == CaseStatus.NEW
@@ -379,8 +388,24 @@ def _next_statuses(status: CaseStatus) -> list[str]:
     return [s.value for s in TRANSITIONS[status] if s not in (CaseStatus.NEW, CaseStatus.CLAIMED)]
 
 
-def _event_view(event: CaseEvent, mediators: dict[int, str]) -> dict[str, Any]:
-    data = dict(event.data or {})
+def _has_personal(case: Case, events: list[CaseEvent], summons: list[Any]) -> bool:
+    """Whether anything of the case is kept sealed (a reveal would show more)."""
+    return bool(
+        case.phone_encrypted
+        or case.resident_words_sealed
+        or case.summary_sealed
+        or case.fields_sealed
+        or case.rating_comment_sealed
+        or any(e.data_sealed for e in events)
+        or any(s.request_sealed or s.answer_sealed for s in summons)
+    )
+
+
+def _event_view(
+    event: CaseEvent, mediators: dict[int, str], original: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One timeline entry for the page; ``original``: its data as written (revealed)."""
+    data = dict(event.data or {}) if original is None else dict(original)
     who = event.actor_type
     if event.actor_type == "mediator" and event.actor_id and event.actor_id.isdigit():
         who = mediators.get(int(event.actor_id), who)
@@ -391,7 +416,9 @@ def _event_view(event: CaseEvent, mediators: dict[int, str]) -> dict[str, Any]:
         "who": who,
         "actor_type": event.actor_type,
         "at": event.created_at,
-        "text": desk.mask_numbers(str(text)) if text else None,
+        "text": (str(text) if original is not None else desk.mask_numbers(str(text)))
+        if text
+        else None,
         "file": data.get("kind") if data.get("file_id") else None,
         "file_name": data.get("file_name"),
         "data": {
@@ -686,19 +713,21 @@ async def report_back(request: web.Request) -> web.Response:
 @routes.post("/cases/{ref}/phone")
 @requires(*STAFF)
 async def reveal_phone(request: web.Request) -> web.Response:
-    """The full number, shown in this answer only, for the case's own mediator."""
+    """The full number and the words as said, shown in this answer only, for the case's
+    own mediator; the look is on the timeline (``phone_revealed``)."""
     me = viewer(request)
     reference = _reference(request)
+    store = request.app[STORE]
     try:
-        async with request.app[STORE].sessions.begin() as session:
-            phone = await desk.reveal_phone(
-                session, reference, me.mediator, request.app[STORE].vault
-            )
+        async with store.sessions.begin() as session:
+            case = await casework.case_repo.get_case(session, reference)
+            revealed = await reveal_case(session, case, me.mediator, store.vault, via="web")
     except CaseNotFound:
         return await refuse(request, 404, "workspace.errors.no_case")
     except NotAllowed:
+        log.warning("workspace: reveal of %s refused to mediator %s", reference, me.mediator.id)
         return await refuse(request, 403, "workspace.errors.forbidden")
-    context = await _case_context(request, phone=phone or "-")
+    context = await _case_context(request, revealed=revealed)
     if isinstance(context, web.Response):
         return context
     return await render(request, "case.html", context)
