@@ -13,6 +13,7 @@ from bot.runtime import Store
 from storage import cases as case_repo
 from storage.conversations import load_conversation, save_conversation
 from storage.models import Case, CaseStatus, ProcessedUpdate, Resident, utcnow
+from storage.review import NluCapture, text_hash
 from storage.sealed import unseal_text
 from storage.updates import record_processed_update
 from tests.test_privacy import PHONE, worked_case
@@ -83,3 +84,42 @@ async def test_fresh_data_is_kept(store: Store, tmp_path: Path) -> None:
         await record_processed_update(session, "telegram", 9)
     counts = await run_retention(store, POLICY, tmp_path, now=utcnow() + timedelta(days=6))
     assert counts == {k: 0 for k in counts}
+
+
+async def test_captured_messages_go_after_a_year_or_with_their_case(
+    store: Store, tmp_path: Path
+) -> None:
+    """The NLU review inbox: a capture that never led to a case is deleted after
+    ``capture_days``; one with a case stays while the case's personal data does."""
+    reference, _ = await worked_case(store, "721", close=True)
+    async with store.sessions.begin() as session:
+        case = await case_repo.get_case(session, reference)
+        for chat, case_id in (("loose", None), ("filed", case.id)):
+            session.add(
+                NluCapture(
+                    channel="rest",
+                    chat_id=chat,
+                    case_id=case_id,
+                    decision_point="first_message",
+                    text_masked="老板欠薪,电话138****5678",
+                    text_hash=text_hash(chat),
+                )
+            )
+    policy = RetentionPolicy(draft_days=30, update_ids_days=7, closed_years=3, capture_days=365)
+
+    async def left() -> list[str | None]:
+        async with store.sessions() as session:
+            query = select(NluCapture.chat_id).order_by(NluCapture.chat_id)
+            return list((await session.execute(query)).scalars())
+
+    soon = await run_retention(store, policy, tmp_path, now=utcnow() + timedelta(days=200))
+    assert soon["captures"] == 0 and await left() == ["filed", "loose"]
+    year = utcnow() + timedelta(days=366)
+    dry = await run_retention(store, policy, tmp_path, now=year, dry_run=True)
+    assert dry["captures"] == 1 and await left() == ["filed", "loose"]
+    done = await run_retention(store, policy, tmp_path, now=year)
+    assert done["captures"] == 1 and done["cases"] == 0 and await left() == ["filed"]
+    later = await run_retention(
+        store, policy, tmp_path, now=utcnow() + timedelta(days=3 * 365 + 40)
+    )
+    assert later["cases"] == 1 and later["captures"] == 1 and await left() == []
