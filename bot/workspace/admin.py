@@ -211,7 +211,7 @@ async def resident_export(request: web.Request) -> web.StreamResponse:
 
 
 async def _nothing_held(request: web.Request, channel: str, ident: str) -> web.Response:
-    context = {"channels": CHANNELS, "query": {"channel": channel, "id": ident}, "none": True}
+    context = {"channels": CHANNELS, "query": {"channel": channel, "id": ident}, "nothing": True}
     return await render(request, "admin_residents.html", context, 404)
 
 
