@@ -346,7 +346,8 @@ def case_list(
 def case_show(
     reference: Annotated[str, typer.Argument(help="Reference, e.g. BA-20261125-0042")],
 ) -> None:
-    """Show one case with its timeline. Phone numbers stay masked here."""
+    """Show one case with its timeline. Phone, ID and bank card numbers and e-mails stay
+    masked here (the store keeps them masked; only the case's own mediator reveals)."""
     settings = settings_or_exit()
     lang = settings.language
 
