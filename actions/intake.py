@@ -29,7 +29,8 @@ from storage.models import (
     utcnow,
 )
 from storage.people import set_resident_phone
-from storage.phone import PhoneVault, mask_phone, mask_phones_in_text
+from storage.phone import PhoneVault, mask_phone
+from storage.redact import find_personal_numbers
 
 #: How much of the resident's words the one-line summary on cards and lists shows.
 SUMMARY_CHARS = 80
@@ -48,7 +49,12 @@ def _words(draft: dict[str, Any]) -> str:
 
 def _summary(draft: dict[str, Any]) -> str:
     text = " ".join(str(w) for w in draft.get("words") or []).replace("\n", " ")
-    return text[:SUMMARY_CHARS] + ("…" if len(text) > SUMMARY_CHARS else "")
+    cut = SUMMARY_CHARS
+    for found in find_personal_numbers(text[: cut + 40]):
+        start, end = found.span
+        if start < cut < end:  # never half a number: the store could not tell it is one
+            cut = end
+    return text[:cut] + ("…" if len(text) > cut else "")
 
 
 def _fields(draft: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +223,8 @@ async def record_emergency(
         case,
         "emergency",
         actor,
-        {"words": mask_phones_in_text(words)[:2000], "kinds": [str(k) for k in kinds]},
+        # As said: the store keeps numbers masked and the original sealed (own mediator).
+        {"words": words[:2000], "kinds": [str(k) for k in kinds]},
     )
 
 

@@ -30,10 +30,13 @@ from storage.outbox import OutboxMessage
 from storage.review import NluCapture
 from storage.summons import Summons
 
-#: Keys of an event's data that carry what a person said, sent or is called. (Not
+#: Keys of an event's data that carry what a person said, sent or is called (``request``:
+#: a mediator's words to a summoned department about the resident). (Not
 #: ``chat_id``/``message_id``: in ``announced`` entries they name the centre's card,
 #: which must stay editable to show the case withdrawn.)
-PERSONAL_KEYS = frozenset({"text", "words", "caption", "file_id", "file_name", "phone", "comment"})
+PERSONAL_KEYS = frozenset(
+    {"text", "words", "caption", "file_id", "file_name", "phone", "comment", "request"}
+)
 #: Case statuses whose personal data may go after the retention period.
 FINISHED = (CaseStatus.CLOSED, CaseStatus.WITHDRAWN)
 ERASED_EVENT = "data_erased"

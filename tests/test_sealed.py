@@ -180,3 +180,15 @@ async def test_rows_from_before_sealing_are_sealed_by_the_key_command(store: Sto
         [note] = [e for e in await case_repo.case_events(session, case) if e.kind == "note"]
         assert PHONE not in str(note.data)
         assert unseal_value(note.data, note.data_sealed, store.vault) == {"text": WORDS}
+
+
+async def test_the_summary_never_cuts_a_number_in_half(store: Store) -> None:
+    """The card's one-line summary is cut at 80 characters; a number across the cut
+    would leave digits the store cannot recognise as a phone. It is kept whole instead
+    (and so masked)."""
+    words = "老板拖欠工资" * 12 + f"请打{PHONE}联系"  # the phone starts at character 74
+    reference = await new_case(store, chat="s4", words=words)
+    async with store.sessions() as session:
+        case = await case_repo.get_case(session, reference)
+    assert "138****7325" in case.summary and "13866" not in case.summary
+    assert PHONE in str(unseal_text(case.summary, case.summary_sealed, store.vault))
