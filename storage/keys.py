@@ -3,12 +3,13 @@
 Resumable without a progress table: a value already encrypted under the first key is
 skipped, so a run interrupted after some batches (each batch is its own transaction)
 and started again finishes the job and counts only what is left. Within a run rows
-are walked by id (keyset paging), so a batch never re-reads what it just wrote.
+are walked by primary key (keyset paging), so a batch never re-reads what it just wrote.
 During the rotation every value stays readable: the vault decrypts under any key.
 
 The encrypted columns are the phone numbers and every sealed original of a free text
 (:mod:`storage.sealed`: the case's words, summary, form answers and rating comment,
-timeline entries, conversation drafts, outbox messages, summons texts). Rows written
+timeline entries, conversation drafts, outbox messages, summons texts, replies kept for a
+redelivered update). Rows written
 before texts were sealed may still hold numbers in the clear: :func:`seal_clear_text`
 masks them and seals their originals, in the same resumable way (a sealed row is
 skipped; a row with nothing to hide stays as it is).
@@ -19,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, true, tuple_, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage import schema  # noqa: F401  (every table module registers its sealed columns)
@@ -68,7 +70,8 @@ async def rotate_keys(
         column = getattr(model, name)
         label = f"{model.__tablename__}.{name}"
         report.per_column.setdefault(label, 0)
-        last_id = 0
+        keys = _primary_key(model)
+        last: tuple[Any, ...] | None = None
         while True:
             if max_batches is not None and report.batches >= max_batches:
                 report.finished = False
@@ -76,16 +79,16 @@ async def rotate_keys(
             async with sessions.begin() as session:
                 rows = (
                     await session.execute(
-                        select(model.id, column)
-                        .where(model.id > last_id, column.is_not(None))
-                        .order_by(model.id)
+                        select(*keys, column)
+                        .where(_after(keys, last), column.is_not(None))
+                        .order_by(*keys)
                         .limit(batch_size)
                     )
                 ).all()
                 if not rows:
                     break
-                for row_id, token in rows:
-                    last_id = row_id
+                for row in rows:
+                    last, token = tuple(row[:-1]), row[-1]
                     if vault.is_current(token):
                         report.current += 1
                         continue
@@ -97,7 +100,7 @@ async def rotate_keys(
                     # listener, and re-encrypting an entry changes no word of it.
                     await session.execute(
                         update(model)
-                        .where(model.id == row_id, column == token)
+                        .where(_at(keys, last), column == token)
                         .values({name: fresh})
                         .execution_options(synchronize_session=False)
                     )
@@ -130,29 +133,48 @@ async def _seal_column(
 ) -> None:
     model = column.model
     shown, kept = getattr(model, column.attr), getattr(model, column.sealed)
-    last_id = 0
+    keys = _primary_key(model)
+    last: tuple[Any, ...] | None = None
     while True:
         async with sessions.begin() as session:
             rows = (
                 await session.execute(
-                    select(model.id, shown)
-                    .where(model.id > last_id, kept.is_(None))
-                    .order_by(model.id)
+                    select(*keys, shown)
+                    .where(_after(keys, last), kept.is_(None))
+                    .order_by(*keys)
                     .limit(batch_size)
                 )
             ).all()
             if not rows:
                 return
-            for row_id, value in rows:
-                last_id = row_id
+            for row in rows:
+                last, value = tuple(row[:-1]), row[-1]
                 masked, token = column.seal(value, vault)
                 if token is None:
                     continue
                 await session.execute(
                     update(model)
-                    .where(model.id == row_id, kept.is_(None))
+                    .where(_at(keys, last), kept.is_(None))
                     .values({column.attr: masked, column.sealed: token})
                     .execution_options(synchronize_session=False)
                 )
                 report.sealed += 1
                 report.per_column[column.label] = report.per_column.get(column.label, 0) + 1
+
+
+def _primary_key(model: Any) -> list[Any]:
+    """The model's key columns (``id``, or ``(source, update_id)`` of processed updates)."""
+    return [getattr(model, column.key) for column in sa_inspect(model).primary_key]
+
+
+def _after(keys: list[Any], last: tuple[Any, ...] | None) -> Any:
+    """Rows after ``last`` in key order (keyset paging), every row when None."""
+    if last is None:
+        return true()
+    if len(keys) == 1:
+        return keys[0] > last[0]
+    return tuple_(*keys) > tuple_(*last)
+
+
+def _at(keys: list[Any], values: tuple[Any, ...]) -> Any:
+    return and_(*(key == value for key, value in zip(keys, values, strict=True)))

@@ -341,6 +341,9 @@ class ProcessedUpdate(Base):
     #: a duplicate delivery — a bridge retrying after a lost response, the same update
     #: at two workers — gets the same truthful answer instead of nothing.
     replies: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
+    #: Those replies as sent when they quote personal numbers (a review of the draft
+    #: does); ``replies`` has them masked (:mod:`storage.sealed`).
+    replies_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class JobLease(Base):
@@ -388,3 +391,4 @@ sealed.register(Case, "fields", "fields_sealed", json=True)
 sealed.register(Case, "rating_comment", "rating_comment_sealed")
 sealed.register(CaseEvent, "data", "data_sealed", json=True)
 sealed.register(Conversation, "state", "state_sealed", json=True)
+sealed.register(ProcessedUpdate, "replies", "replies_sealed", json=True)

@@ -2,7 +2,9 @@
 time (or a webhook retries), a REST bridge retries a message whose answer it lost, and
 with several workers the same delivery can reach two of them at once. A resident must
 not get two case numbers for it — and the second delivery must still get a truthful
-answer, so the first handling's replies are kept with the id."""
+answer, so the first handling's replies are kept with the id. They may quote what the
+resident typed (the review of a draft does): kept masked, the original sealed
+(:mod:`storage.sealed`)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import ProcessedUpdate, utcnow
+from storage.sealed import seal_value, session_vault, unseal_value
 
 
 def delivery_number(key: str) -> int:
@@ -46,22 +49,27 @@ async def keep_replies(
     session: AsyncSession, source: str, update_id: int, replies: list[dict[str, Any]]
 ) -> None:
     """Keep what the handling of a delivery answered (in the same transaction)."""
+    masked, token = seal_value(replies, session_vault(session))
     await session.execute(
         update(ProcessedUpdate)
         .where(ProcessedUpdate.source == source, ProcessedUpdate.update_id == update_id)
-        .values(replies=replies)
+        .values(replies=masked, replies_sealed=token)
         .execution_options(synchronize_session=False)
     )
 
 
 async def replies_of(session: AsyncSession, source: str, update_id: int) -> list[dict[str, Any]]:
     """What the first handling of a delivery answered (empty when none was kept)."""
-    found = await session.scalar(
-        select(ProcessedUpdate.replies).where(
-            ProcessedUpdate.source == source, ProcessedUpdate.update_id == update_id
+    found = (
+        await session.execute(
+            select(ProcessedUpdate.replies, ProcessedUpdate.replies_sealed).where(
+                ProcessedUpdate.source == source, ProcessedUpdate.update_id == update_id
+            )
         )
-    )
-    return list(found or [])
+    ).first()
+    if found is None:
+        return []
+    return list(unseal_value(found[0], found[1], session_vault(session)) or [])
 
 
 async def forget_old_updates(session: AsyncSession, older_than: timedelta) -> int:

@@ -14,6 +14,7 @@ from storage.keys import ENCRYPTED_COLUMNS, rotate_keys
 from storage.models import Case, Resident
 from storage.phone import PhoneVault
 from storage.sealed import unseal_text, unseal_value
+from storage.updates import keep_replies, record_processed_update, replies_of
 from tests.test_privacy import PHONE, new_case
 
 
@@ -72,6 +73,9 @@ async def test_sealed_texts_rotate_too_and_stay_readable_half_way(store: Store) 
         await case_repo.add_event(session, case, "note", Actor.system(), {"text": words})
         await save_conversation(session, "rest", "sealed-1", {"draft": {"phone": PHONE}}, 0)
         await outbox.enqueue(session, "rest", "sealed-1", [{"text": words}])
+        for update_id in (41, 42):  # a composite key (source, update_id), walked in order
+            await record_processed_update(session, "rest", update_id)
+            await keep_replies(session, "rest", update_id, [{"text": words}])
     rotated = PhoneVault("next-secret,test-secret")
     columns = [(m, n) for m, n in ENCRYPTED_COLUMNS if n.endswith("_sealed")]
 
@@ -85,7 +89,8 @@ async def test_sealed_texts_rotate_too_and_stay_readable_half_way(store: Store) 
         return found
 
     before = await sealed_tokens()
-    assert len(before) == 6  # words, summary, answers, the note, the draft, the outbox
+    # Words, summary, answers, the note, the draft, the outbox, two kept replies.
+    assert len(before) == 8
     first = await rotate_keys(store.sessions, rotated, batch_size=1, max_batches=6)
     assert not first.finished
     half = await sealed_tokens()
@@ -100,7 +105,12 @@ async def test_sealed_texts_rotate_too_and_stay_readable_half_way(store: Store) 
 
     second = await rotate_keys(store.sessions, rotated, batch_size=1)
     assert second.finished and second.unreadable == 0
-    for label in ("cases.fields_sealed", "case_events.data_sealed", "outbox.payload_sealed"):
+    for label in (
+        "cases.fields_sealed",
+        "case_events.data_sealed",
+        "outbox.payload_sealed",
+        "processed_updates.replies_sealed",
+    ):
         assert first.per_column.get(label, 0) + second.per_column.get(label, 0) >= 1, label
     only_new = PhoneVault("next-secret")
     after = await sealed_tokens()
@@ -109,7 +119,9 @@ async def test_sealed_texts_rotate_too_and_stay_readable_half_way(store: Store) 
         taken = await outbox.take_pending(session, "rest", "sealed-1")
         case = await case_repo.get_case(session, reference)
         fields = unseal_value(case.fields, case.fields_sealed, only_new)
+        kept = await replies_of(session, "rest", 42)
     assert taken == [{"text": words}] and fields == {"employer": f"老板电话{PHONE}"}
+    assert kept == [{"text": words}]
 
 
 def only_new_store(store: Store, vault: PhoneVault) -> Store:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import logging
 import re
@@ -40,12 +41,12 @@ from bot.web import create_app
 from nlu.interface import NLUBackend
 from storage import cases as case_repo
 from storage.db import create_engine
-from storage.models import MediatorRole
+from storage.models import MediatorRole, ProcessedUpdate
 from storage.outbox import OutboxMessage
 from storage.redact import id_card_valid, luhn_valid
 from storage.review import NluCapture
 from storage.summons import Summons
-from tests.test_rest_channel import payloads, send
+from tests.test_rest_channel import URL, payloads
 from tests.workspace_support import add_user, csrf_of, sign_in
 
 STORY_PHONE = "13866017325"
@@ -177,6 +178,18 @@ async def app(
     async with TestClient(TestServer(application)) as client:
         yield client, store, settings
     await store.close()
+
+
+_DELIVERIES = itertools.count(1)
+
+
+async def send(client: TestClient, sender: str, message: str) -> list[dict[str, Any]]:
+    """One message as a bridge with message ids sends it (its replies are then kept
+    with the delivery, for a retry: they must be masked there too)."""
+    body = {"sender": sender, "message": message, "message_id": f"m-{next(_DELIVERIES)}"}
+    response = await client.post(URL, json=body)
+    assert response.status == 200, await response.text()
+    return list(await response.json())
 
 
 def _texts(body: list[dict[str, Any]]) -> str:
@@ -360,6 +373,13 @@ async def test_nothing_personal_in_the_clear_after_a_full_intake(
             "case words": case.resident_words_sealed,
             "rating comment": case.rating_comment_sealed,
             "summons": (await session.execute(select(Summons.request_sealed))).scalar(),
+            "kept replies": (
+                await session.execute(
+                    select(ProcessedUpdate.update_id).where(
+                        ProcessedUpdate.replies_sealed.is_not(None)
+                    )
+                )
+            ).scalar(),
             "outbox": (
                 await session.execute(
                     select(OutboxMessage.id).where(OutboxMessage.payload_sealed.is_not(None))

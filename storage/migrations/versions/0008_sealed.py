@@ -5,8 +5,8 @@ encrypted, in a nullable ``…_sealed`` column beside it (see ``storage/sealed.p
 Rows written before this revision stay as they were until ``tiaojie keys rotate``
 seals what is still in the clear.
 
-Revision ID: 0007_sealed
-Revises: 0004_workspace
+Revision ID: 0008_sealed
+Revises: 0007_replayable_updates
 Create Date: 2026-12-01 00:00:00
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_sealed"
-down_revision: str | None = "0004_workspace"
+revision: str = "0008_sealed"
+down_revision: str | None = "0007_replayable_updates"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -31,6 +31,7 @@ COLUMNS = (
     ("outbox", "payload_sealed"),
     ("summons", "request_sealed"),
     ("summons", "answer_sealed"),
+    ("processed_updates", "replies_sealed"),
 )
 
 
