@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from actions import casework, intake, learning
+from actions.metrics import MESSAGES_FAILED
 from bot import privacy_chat
 from bot.dialogue.engine import Context, detect_language, handle
 from bot.dialogue.model import (
@@ -65,6 +66,7 @@ from bot.dialogue.model import (
     UpdateCase,
 )
 from bot.i18n import t
+from bot.intake_metrics import measured
 from bot.notices import CaseNotice, LogNotifier, Notice, Notifier, RelayNotice
 from bot.runtime import Store
 from nlu.interface import NLUBackend
@@ -205,6 +207,7 @@ class IntakeService:
             self._locks[key] = lock
         return lock
 
+    @measured  # messages in and out per channel, step latency (issue 16)
     async def handle(
         self,
         sender: Sender,
@@ -268,6 +271,7 @@ class IntakeService:
             )
             log.debug("store failure", exc_info=error)
             key = "db_refused" if _permanent(error) else "db_unavailable"
+            MESSAGES_FAILED.labels(sender.channel, key).inc()
             return [Reply(t(f"dialogue.{key}", self._language_of(sender, event)))]
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
