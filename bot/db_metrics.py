@@ -24,7 +24,9 @@ from actions.metrics import DB_ERRORS, DB_QUERY_SECONDS, DB_TRANSACTIONS
 
 _STARTED = "tiaojie_query_started"
 #: Statement kinds kept as labels; everything else (PRAGMA, CREATE …) is "other".
-_OPERATIONS = frozenset({"select", "insert", "update", "delete", "savepoint", "release", "with"})
+_OPERATIONS = frozenset(
+    {"select", "insert", "update", "delete", "begin", "savepoint", "release", "with"}
+)
 
 
 def operation(statement: str) -> str:

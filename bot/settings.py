@@ -147,7 +147,25 @@ class Settings(BaseSettings):
             raise ValueError("does not look like a bot token from @BotFather (digits:letters)")
         return value
 
-    @field_validator("rest_token", "callback_url", "metrics_token", mode="before")
+    @field_validator(
+        "rest_token",
+        "callback_url",
+        "metrics_token",
+        # deployment (issue 16): env files and compose files list every variable, empty
+        # when unused; an empty secret key must never become the key.
+        "secret_key",
+        "public_url",
+        "telegram_bot_token",
+        "telegram_base_file_url",
+        "telegram_webhook_url",
+        "telegram_webhook_secret",
+        "wechat_token",
+        "wechat_app_id",
+        "wechat_app_secret",
+        "wechat_aes_key",
+        "wechat_template_id_status",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """``TIAOJIE_REST_TOKEN=`` in an env file means "not set", not an empty token."""

@@ -297,9 +297,11 @@ async def test_filed_claimed_escalated_and_queue_depth(
         - value(before, "tiaojie_cases_filed_total", channel="rest", risk=risk)
         == 1
     )
-    assert value(filed, "tiaojie_messages_in_total", channel="rest") - value(
-        before, "tiaojie_messages_in_total", channel="rest"
-    ) == intake.sent
+    assert (
+        value(filed, "tiaojie_messages_in_total", channel="rest")
+        - value(before, "tiaojie_messages_in_total", channel="rest")
+        == intake.sent
+    )
     assert value(filed, "tiaojie_queue_depth", centre=centre, status="new") == open_new >= 1
     # Every active centre is listed, zeros included.
     assert value(filed, "tiaojie_queue_depth", centre="baoan", status="in_mediation") == 0
@@ -334,9 +336,11 @@ async def test_filed_claimed_escalated_and_queue_depth(
     await full_intake(http, "m-intake-2", "老板拖欠工资八千块,厂在福永凤凰社区")
     await http.app[DESK_SERVICE].sweep(utcnow() + timedelta(days=10))
     swept, _ = await scrape(http)
-    assert value(swept, "tiaojie_cases_escalated_total", reason="unclaimed") - value(
-        claimed, "tiaojie_cases_escalated_total", reason="unclaimed"
-    ) >= 1
+    assert (
+        value(swept, "tiaojie_cases_escalated_total", reason="unclaimed")
+        - value(claimed, "tiaojie_cases_escalated_total", reason="unclaimed")
+        >= 1
+    )
 
 
 async def test_model_version_is_shown(serve: Callable[..., Any], sqlite_url: str, nlu) -> None:
