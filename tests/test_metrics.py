@@ -343,6 +343,33 @@ async def test_filed_claimed_escalated_and_queue_depth(
     )
 
 
+async def test_store_down_counts_failed_messages_and_errors(
+    serve: Callable[..., Any], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database goes away: the resident is asked to send again, and it shows."""
+    from tests.test_telegram import bring_back, take_away
+
+    monkeypatch.setattr(metrics_http, "QUEUE_REFRESH_S", 0.0)
+    http = await serve(sqlite_url)
+    await send(http, "m-down-1", "楼上邻居天天半夜吵")
+    before, _ = await scrape(http)
+    db_path = Path(sqlite_url.split("///", 1)[1])
+    await http.app[metrics_http.SCRAPE].store.engine.dispose()
+    take_away(db_path)
+    try:
+        response = await http.post(REST, json={"sender": "m-down-1", "message": "yes"})
+        assert response.status in (200, 503)
+        after, _ = await scrape(http)  # /metrics still answers without its store
+    finally:
+        bring_back(db_path)
+    assert (
+        value(after, "tiaojie_messages_failed_total", channel="rest", reason="db_unavailable")
+        - value(before, "tiaojie_messages_failed_total", channel="rest", reason="db_unavailable")
+        == 1
+    )
+    assert total(after, "tiaojie_db_errors_total") > total(before, "tiaojie_db_errors_total")
+
+
 async def test_model_version_is_shown(serve: Callable[..., Any], sqlite_url: str, nlu) -> None:
     http = await serve(sqlite_url)
     samples, _ = await scrape(http)
