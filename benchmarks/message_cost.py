@@ -112,7 +112,8 @@ async def main(
 ) -> None:
     logging.basicConfig(level=logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="tiaojie-cost-"))
-    url = database_url or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+    url = database_url or f"sqlite:///{workdir / 'bench.db'}"
+    url = load_settings(database_url=url).database_url  # the async driver's URL
     await prepare(url)
     nlu = ensure_builtin(Path(os.environ.get("TIAOJIE_MODEL_DIR", "models")))
     settings = load_settings(database_url=url, data_dir=workdir / "var", sweep_seconds=0)
@@ -140,7 +141,7 @@ async def main(
         # Warm-up, not counted: SQL compiled, caches filled, the NLU's first parses.
         await asyncio.to_thread(load, endpoint, concurrency, concurrency)
         await asyncio.sleep(0.5)  # the start-up retention run and anything left settle
-        profiler = cProfile.Profile() if profile else None
+        profiler = cProfile.Profile(time.process_time) if profile else None
         before, begun, cpu = snapshot(), dict(extra), time.process_time()
         wall = time.perf_counter()
         if profiler is not None:
