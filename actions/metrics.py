@@ -72,6 +72,16 @@ DIALOGUE_STEP_SECONDS = Histogram(
     ["channel"],
     buckets=_FAST_BUCKETS,
 )
+DIALOGUE_RETRIES = Counter(
+    "tiaojie_dialogue_retries",
+    "Events handled again on fresh state after losing a race (another worker saved the "
+    "chat first, or inserted the same row)",
+)
+CHAT_LOCK_WAIT_SECONDS = Histogram(
+    "tiaojie_chat_lock_wait_seconds",
+    "Waits for a chat's database lock that another worker held (_count: how many waits)",
+    buckets=_FAST_BUCKETS,
+)
 NLU_PARSE_SECONDS = Histogram(
     "tiaojie_nlu_parse_seconds",
     "One NLU parse of a resident's text, as the bot calls it",

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from actions import casework, intake, learning
-from actions.metrics import MESSAGES_FAILED
+from actions.metrics import CHAT_LOCK_WAIT_SECONDS, DIALOGUE_RETRIES, MESSAGES_FAILED
 from bot import privacy_chat
 from bot.dialogue.engine import Context, detect_language, handle
 from bot.dialogue.model import (
@@ -284,6 +284,7 @@ class IntakeService:
 
     def _count_retry(self, retry_state: RetryCallState) -> None:
         self.retries += 1
+        DIALOGUE_RETRIES.inc()
 
     async def _lock_chat(self, connection: Any, key: tuple[str, str]) -> None:
         """Wait (at most ``chat_wait``) for this chat's lock, held until commit."""
@@ -298,6 +299,7 @@ class IntakeService:
         await connection.execute(_CHAT_LOCK, {"key": number})
         self.lock_waits += 1
         self.lock_wait_seconds += time.perf_counter() - started
+        CHAT_LOCK_WAIT_SECONDS.observe(time.perf_counter() - started)
 
     def health(self) -> dict[str, object]:
         """Counters of ordering across workers (see ``benchmarks/scale_bench.py``)."""

@@ -370,6 +370,41 @@ async def test_store_down_counts_failed_messages_and_errors(
     assert total(after, "tiaojie_db_errors_total") > total(before, "tiaojie_db_errors_total")
 
 
+async def test_waiting_for_a_chat_lock_another_worker_holds_is_timed(
+    serve: Callable[..., Any], db_url: str
+) -> None:
+    """Another worker holds this chat's advisory lock for 0.5 s: the wait shows."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("the chat lock is PostgreSQL's advisory lock")
+    from bot.intake_service import chat_lock_key
+    from storage.db import create_engine
+
+    http = await serve(db_url)
+    await send(http, "m-lock-1", "楼上邻居天天半夜吵")
+    before, _ = await scrape(http)
+    other = create_engine(db_url)  # the other worker's connection
+    try:
+        async with other.begin() as connection:
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"),
+                {"key": chat_lock_key("rest", "m-lock-1")},
+            )
+            waiting = asyncio.create_task(send(http, "m-lock-1", "yes"))
+            await asyncio.sleep(0.5)
+            assert not waiting.done()
+        assert await waiting  # answered once the other transaction ended
+    finally:
+        await other.dispose()
+    after, _ = await scrape(http)
+    waits = value(after, "tiaojie_chat_lock_wait_seconds_count") - value(
+        before, "tiaojie_chat_lock_wait_seconds_count"
+    )
+    waited = value(after, "tiaojie_chat_lock_wait_seconds_sum") - value(
+        before, "tiaojie_chat_lock_wait_seconds_sum"
+    )
+    assert waits == 1 and waited >= 0.3, (waits, waited)
+
+
 async def test_model_version_is_shown(serve: Callable[..., Any], sqlite_url: str, nlu) -> None:
     http = await serve(sqlite_url)
     samples, _ = await scrape(http)
@@ -468,6 +503,79 @@ def test_multiprocess_mode_adds_up_every_worker(tmp_path: Path) -> None:
     # Gauges combine as declared: the most recent queue depth, the model of any worker.
     assert value(samples, "tiaojie_queue_depth", centre="xixiang", status="new") == 4
     assert value(samples, "tiaojie_nlu_model_info", backend="builtin", version="nlu-test") == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(400)
+async def test_two_workers_on_one_port_report_as_one(
+    postgres_template: str, nlu_model_dir: Path, tmp_path: Path
+) -> None:
+    """`tiaojie run --workers 2` with PROMETHEUS_MULTIPROC_DIR: both workers take
+    messages, and whichever answers a scrape shows the total of both."""
+    from prometheus_client import multiprocess
+
+    from tests.conftest import _asyncpg_url, _pg_execute
+
+    name = f"tiaojie_metrics_{os.getpid()}_{int(time.time())}"
+    await _pg_execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
+    folder = tmp_path / "prom"
+    folder.mkdir()
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIAOJIE_", "TELEGRAM_"))}
+    env.update(
+        TIAOJIE_DATABASE_URL=_asyncpg_url(name),
+        TIAOJIE_MODEL_DIR=str(nlu_model_dir),
+        TIAOJIE_DATA_DIR=str(tmp_path / "var"),
+        TIAOJIE_SECRET_KEY="metrics-workers",
+        TIAOJIE_HTTP_PORT=str(port),
+        TIAOJIE_LOG_LEVEL="WARNING",
+        TIAOJIE_SWEEP_SECONDS="0",
+        PROMETHEUS_MULTIPROC_DIR=str(folder),
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    supervisor = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", "--workers", "2", "--grace", "5",
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    sent = 24
+    try:
+        connector = aiohttp.TCPConnector(force_close=True)  # a new connection each time
+        timeout = aiohttp.ClientTimeout(total=20)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            deadline = time.monotonic() + 180
+            while len(list(folder.glob("gauge_livemax_*.db"))) < 2:  # both workers up
+                assert supervisor.returncode is None, "the supervisor stopped"
+                assert time.monotonic() < deadline, list(folder.iterdir())
+                await asyncio.sleep(0.3)
+            for number in range(sent):
+                payload = {"sender": f"mw-{number}", "message": "楼上邻居天天半夜吵"}
+                async with http.post(base + REST, json=payload) as response:
+                    assert response.status == 200, await response.text()
+            shown = []
+            for _ in range(8):
+                async with http.get(base + "/metrics") as response:
+                    assert response.status == 200
+                    samples = parse(await response.text())
+                shown.append(value(samples, "tiaojie_messages_in_total", channel="rest"))
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(supervisor.wait(), 60)
+        await _pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert shown == [sent] * len(shown), shown
+    # Both workers handled some of them: each one's own file holds a part.
+    per_worker = []
+    for path in sorted(folder.glob("counter_*.db")):
+        merged = multiprocess.MultiProcessCollector.merge([str(path)], accumulate=True)
+        per_worker.append(
+            sum(
+                sample.value
+                for family in merged
+                for sample in family.samples
+                if sample.name == "tiaojie_messages_in_total"
+            )
+        )
+    assert sum(per_worker) == sent and sum(1 for n in per_worker if n) == 2, per_worker
 
 
 # ---------------------------------------------------------- messaging platform APIs
