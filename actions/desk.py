@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions import casework, learning
 from actions.cards import build_card, danger_names, kind_title, status_title
+from actions.metrics import CASES_CLAIMED, CASES_ESCALATED
 from actions.ports import CardTarget, CaseCard, DeliveryError, ResidentPorts, StaffPort
 from actions.reveal import Revealed, may_reveal
 from actions.reveal import reveal as reveal_case
@@ -175,6 +176,7 @@ class DeskService:
             if case.ack_due_at is not None:  # a person has the urgent case now
                 case.ack_due_at = None
                 await session.flush()
+        CASES_CLAIMED.labels(case.risk_level.value).inc()  # committed: the claim won
         key = (
             "desk.resident_claimed_urgent"
             if case.risk_level == RiskLevel.URGENT
@@ -640,6 +642,12 @@ class DeskService:
             alerts = await _raise_alerts(session, now)
             unannounced = [r for r in await _unannounced(session) if r not in moved]
             reminders = await _idle_cases(session, now)
+        # Committed: every move counted here happened (each is conditional, so a case
+        # moved by another process at the same moment is not in these lists).
+        if moved:
+            CASES_ESCALATED.labels("unclaimed").inc(len(moved))
+        if alerts:
+            CASES_ESCALATED.labels("unacknowledged").inc(len(alerts))
         for reference in moved:
             await self.announce(reference, reason="escalated")
             await self.refresh_cards(reference)

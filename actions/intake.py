@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actions import casework
+from actions.metrics import CASES_FILED, count_on_commit
 from actions.routing import route_department, route_in
 from bot.i18n import LANGUAGES, raw
 from storage import cases as case_repo
@@ -154,6 +155,8 @@ async def file_case(
         words = str(trigger.get("text") or (draft.get("words") or [""])[-1])
         kinds = list(trigger.get("kinds") or draft.get("risk_kinds") or [])
         await record_emergency(session, case, words, kinds, actor)
+    # Counted once the case is in the store (a retried transaction must not count twice).
+    count_on_commit(session, CASES_FILED.labels(channel, case.risk_level.value).inc)
     return Filed(
         case.reference,
         case.centre.name_zh if case.centre else None,

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from actions.metrics import MESSAGES_OUT
 from bot.dialogue.model import Reply
 
 
@@ -141,4 +142,5 @@ class ResidentPorts:
         if port is None:
             return False
         await port.send(chat_id, replies, language=language)
+        MESSAGES_OUT.labels(channel, "desk").inc(len(replies))
         return True

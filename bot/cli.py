@@ -124,9 +124,10 @@ async def desk_for(settings: Settings, store: Store) -> AsyncIterator[DeskServic
 
 
 def setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from bot.log_format import configure_logging
+
+    # Text, or one JSON object per line with TIAOJIE_LOG_FORMAT=json (issue 16).
+    configure_logging(settings.log_level, settings.log_format)
     from bot.channels.sanitise import install_log_filter
 
     install_log_filter()  # one record, one line: untrusted values cannot forge lines

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from actions import casework, intake, learning
+from actions.metrics import CHAT_LOCK_WAIT_SECONDS, DIALOGUE_RETRIES, MESSAGES_FAILED
 from bot import privacy_chat
 from bot.dialogue.engine import Context, detect_language, handle
 from bot.dialogue.model import (
@@ -65,6 +66,7 @@ from bot.dialogue.model import (
     UpdateCase,
 )
 from bot.i18n import t
+from bot.intake_metrics import measured
 from bot.notices import CaseNotice, LogNotifier, Notice, Notifier, RelayNotice
 from bot.runtime import Store
 from nlu.interface import NLUBackend
@@ -205,6 +207,7 @@ class IntakeService:
             self._locks[key] = lock
         return lock
 
+    @measured  # messages in and out per channel, step latency (issue 16)
     async def handle(
         self,
         sender: Sender,
@@ -268,6 +271,7 @@ class IntakeService:
             )
             log.debug("store failure", exc_info=error)
             key = "db_refused" if _permanent(error) else "db_unavailable"
+            MESSAGES_FAILED.labels(sender.channel, key).inc()
             return [Reply(t(f"dialogue.{key}", self._language_of(sender, event)))]
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
@@ -280,6 +284,7 @@ class IntakeService:
 
     def _count_retry(self, retry_state: RetryCallState) -> None:
         self.retries += 1
+        DIALOGUE_RETRIES.inc()
 
     async def _lock_chat(self, connection: Any, key: tuple[str, str]) -> None:
         """Wait (at most ``chat_wait``) for this chat's lock, held until commit."""
@@ -294,6 +299,7 @@ class IntakeService:
         await connection.execute(_CHAT_LOCK, {"key": number})
         self.lock_waits += 1
         self.lock_wait_seconds += time.perf_counter() - started
+        CHAT_LOCK_WAIT_SECONDS.observe(time.perf_counter() - started)
 
     def health(self) -> dict[str, object]:
         """Counters of ordering across workers (see ``benchmarks/scale_bench.py``)."""

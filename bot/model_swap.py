@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from actions.metrics import set_model_version
 from actions.retraining import ensure_registered
 from nlu.engine import DEFAULT_CONFIG, BuiltinEngine, load_engine
 from nlu.interface import ParseResult
@@ -120,5 +121,6 @@ class SwappableNLU:
         self.version = version
         self.swapped_at = time.time()
         self.last_error = None
+        set_model_version("builtin", version)  # /metrics shows the swap at once (issue 16)
         log.info("NLU model now %s", version)
         return True

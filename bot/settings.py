@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     # --- HTTP channels (REST and Rasa's callback channel)
     rest_token: SecretStr | None = Field(default=None, alias="TIAOJIE_REST_TOKEN")
     callback_url: str | None = Field(default=None, alias="TIAOJIE_CALLBACK_URL")
+    # --- observability (issue 16): /metrics and the log format
+    #: Bearer token for /metrics; without it /metrics answers on loopback only.
+    metrics_token: SecretStr | None = Field(default=None, alias="TIAOJIE_METRICS_TOKEN")
+    #: ``json``: one JSON object per log line (level, logger, message …) for collectors.
+    log_format: Literal["text", "json"] = Field(default="text", alias="TIAOJIE_LOG_FORMAT")
 
     @field_validator("database_url")
     @classmethod
@@ -146,13 +151,31 @@ class Settings(BaseSettings):
             raise ValueError("does not look like a bot token from @BotFather (digits:letters)")
         return value
 
-    @field_validator("rest_token", "callback_url", mode="before")
+    @field_validator(
+        "rest_token",
+        "callback_url",
+        "metrics_token",
+        # deployment (issue 16): env files and compose files list every variable, empty
+        # when unused; an empty secret key must never become the key.
+        "secret_key",
+        "public_url",
+        "telegram_bot_token",
+        "telegram_base_file_url",
+        "telegram_webhook_url",
+        "telegram_webhook_secret",
+        "wechat_token",
+        "wechat_app_id",
+        "wechat_app_secret",
+        "wechat_aes_key",
+        "wechat_template_id_status",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """``TIAOJIE_REST_TOKEN=`` in an env file means "not set", not an empty token."""
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("rest_token")
+    @field_validator("rest_token", "metrics_token")
     @classmethod
     def _rest_token_shape(cls, value: SecretStr | None) -> SecretStr | None:
         """A guessable or empty token would be no protection at all."""

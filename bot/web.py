@@ -21,12 +21,15 @@ from actions.scheduler import Job, Scheduler, holder_name
 from bot.channels.callback import add_callback_channel
 from bot.channels.rest import RestPort, add_rest_channel
 from bot.console_chat import CHANNEL as CONSOLE_CHANNEL
+from bot.db_metrics import instrument_engine
 from bot.dialogue.engine import Context
 from bot.dialogue.forms import default_forms
 from bot.dialogue.geography import load_geography
 from bot.health import CALLBACK_ON, HEALTH_CHECKS, HealthCheck, add_health
 from bot.http_errors import error_middleware
+from bot.intake_metrics import MeteredNLU
 from bot.intake_service import IntakeService
+from bot.metrics_http import add_metrics
 from bot.runtime import Store
 from bot.settings import Settings
 from bot.workspace.app import create_workspace
@@ -74,6 +77,10 @@ def create_app(
     add_health(app, app[STORE], settings)
     leadership = Leadership(app[STORE], holder_name(), ttl=settings.leader_ttl)
     app[LEADERSHIP] = leadership
+    # --- metrics (issue 16): database hooks on the store's engine, /metrics
+    instrument_engine(app[STORE].engine)
+    add_metrics(app, app[STORE], settings, nlu)
+    # ---
     ports = ResidentPorts()
     app[RESIDENT_PORTS] = ports
     desk = DeskService(
@@ -82,7 +89,7 @@ def create_app(
     app[DESK_SERVICE] = desk
     service = IntakeService(
         app[STORE],
-        nlu,
+        MeteredNLU(nlu),  # times each parse (issue 16)
         engine_context(settings, threshold),
         reference_prefix=settings.reference_prefix,
         timezone=settings.timezone,

@@ -39,6 +39,7 @@ from actions.leadership import Leadership
 from actions.ports import ResidentPorts
 from bot.channels.sanitise import clean_text
 from bot.channels.telegram_desk import TelegramDesk
+from bot.channels.telegram_metrics import metered_requests
 from bot.channels.telegram_ports import (
     TelegramCardTarget,
     TelegramResidentPort,
@@ -239,10 +240,13 @@ def add_handlers(application: Application) -> None:  # type: ignore[type-arg]
 def build_application(settings: Settings, service: IntakeService) -> Application:  # type: ignore[type-arg]
     """The PTB application: our base URL, the rate limiter, one handler per content kind."""
     assert settings.telegram_bot_token is not None
+    calls, polling = metered_requests()  # every Bot API answer counted (issue 16)
     builder: ApplicationBuilder = (  # type: ignore[type-arg]
         ApplicationBuilder()
         .token(settings.telegram_bot_token.get_secret_value())
         .base_url(settings.telegram_base_url)
+        .request(calls)
+        .get_updates_request(polling)
         .rate_limiter(AIORateLimiter(max_retries=3))
         # Different chats in parallel; one chat's updates stay in order (IntakeService lock).
         .concurrent_updates(8)

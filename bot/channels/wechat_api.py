@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 
+from actions.metrics import CHANNEL_API_CALLS, CHANNEL_API_ERRORS
 from bot.runtime import Store
 from storage.models import utcnow
 from storage.wechat import expire_token, read_token, release_lease, store_token, take_refresh_lease
@@ -45,6 +46,21 @@ PERMANENT_ERRORS = frozenset({40003, 40037, 43004, 43019, 45015, 45047})
 REFRESH_MARGIN = timedelta(minutes=5)
 #: How long one process may hold the refresh lease before another may take over.
 REFRESH_LEASE = timedelta(seconds=30)
+
+
+#: WeChat's frequency and quota limits (its "429"): the API's daily and per-minute
+#: quotas, and the customer-service messages allowed per resident message.
+RATE_LIMIT_ERRORS = frozenset({45009, 45011, 45047})
+CHANNEL = "wechat"
+
+
+def error_kind(errcode: int, errmsg: str = "") -> str:
+    """The ``tiaojie_channel_api_errors_total`` label of a failed WeChat call."""
+    if errcode in RATE_LIMIT_ERRORS or errmsg == "http 429":
+        return "rate_limited"
+    if errcode == -2:
+        return "server" if errmsg.startswith("http 5") else "network"
+    return "token" if errcode in TOKEN_ERRORS else "refused"
 
 
 class WeChatApiError(Exception):
@@ -173,6 +189,29 @@ class WeChatApi:
         max_bytes: int | None = None,
     ) -> dict[str, Any]:
         """One HTTP call; JSON answers are returned, binary ones as ``{"bytes", ...}``."""
+        CHANNEL_API_CALLS.labels(CHANNEL).inc()
+        try:
+            answer = await self._exchange(
+                method, path, params=params, body=body, binary=binary, max_bytes=max_bytes
+            )
+        except WeChatApiError as error:
+            CHANNEL_API_ERRORS.labels(CHANNEL, error_kind(error.errcode, error.errmsg)).inc()
+            raise
+        errcode = answer.get("errcode")
+        if isinstance(errcode, int) and not isinstance(errcode, bool) and errcode != 0:
+            CHANNEL_API_ERRORS.labels(CHANNEL, error_kind(errcode)).inc()
+        return answer
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None,
+        body: dict[str, Any] | None,
+        binary: bool,
+        max_bytes: int | None,
+    ) -> dict[str, Any]:
         try:
             async with self.http.request(
                 method,
@@ -192,7 +231,7 @@ class WeChatApi:
                     if max_bytes is not None and len(data) > max_bytes:
                         return {"too_large": True}
                     return {"bytes": data, "mime_type": kind.split(";")[0].strip()}
-                if response.status >= 500:
+                if response.status >= 500 or response.status == 429:
                     raise WeChatApiError(-2, f"http {response.status}")
                 answer = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:

@@ -28,6 +28,7 @@ import aiohttp
 from aiohttp import web
 
 from actions.desk import DeskService
+from actions.metrics import CHANNEL_API_CALLS, CHANNEL_API_ERRORS
 from actions.ports import CaseCard
 from bot.i18n import t
 from bot.runtime import Store
@@ -44,6 +45,15 @@ RATE_LIMITED = frozenset({45009})
 PERMANENT = frozenset({93000, 93004, 93008, 40008, 40058})
 #: WeCom refuses markdown longer than 4096 bytes.
 MAX_BYTES = 4096
+
+
+def _error_kind(status: int, limited: bool) -> str:
+    """The ``tiaojie_channel_api_errors_total`` label of a refused robot post."""
+    if limited:
+        return "rate_limited"
+    if status == -1:
+        return "network"
+    return "server" if status >= 500 else "refused"
 
 
 class SlidingWindow:
@@ -201,12 +211,14 @@ class WeComRobotTarget:
             except (aiohttp.ClientError, TimeoutError, ValueError) as error:
                 status, answer = -1, {"errmsg": type(error).__name__}
             errcode = int((answer or {}).get("errcode") or 0) if isinstance(answer, dict) else -1
+            CHANNEL_API_CALLS.labels("wecom").inc()
             if status == 200 and errcode == 0:
                 self.delivered += 1
                 return
+            limited = status == 429 or errcode in RATE_LIMITED
+            CHANNEL_API_ERRORS.labels("wecom", _error_kind(status, limited)).inc()
             if errcode in PERMANENT:
                 break
-            limited = status == 429 or errcode in RATE_LIMITED
             log.warning(
                 "wecom robot %s refused a card (http %s, errcode %s), attempt %d",
                 robot_id(robot.url),
