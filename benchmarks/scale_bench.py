@@ -6,11 +6,11 @@ one port), then the same complete intake conversations as ``dialogue_bench.py`` 
 the REST channel at each concurrency of the sweep, each client on its own connection so
 the kernel spreads them over the workers. Printed per run: messages per second,
 latency p50/p99, CPU-ms per message of the workers and of PostgreSQL (every process of
-both, from /proc via psutil), database transactions per message (``pg_stat_database``),
-statements per message (``/healthz`` counters of each worker), chat-lock waits and lost
-races retried, and refused messages (a non-200 or a "not saved" answer). One more run
-with 2 workers orders chats by the version check alone (``TIAOJIE_CHAT_LOCK=0``), so the
-two ways can be compared. The last line is one JSON object:
+both, from /proc via psutil), database transactions and statements (one round trip
+each, BEGIN and COMMIT not counted) per message (``/metrics``, summed over the workers),
+chat-lock waits and lost races retried, and refused messages (a non-200 or a "not
+saved" answer). One more run with 2 workers orders chats by the version check alone
+(``TIAOJIE_CHAT_LOCK=0``), so the two ways can be compared. The last line is one JSON object:
 ``{"workers": {"1": msg/s, "2": …, "4": …}, "refused": n, …}``.
 
     .venv/bin/python benchmarks/scale_bench.py [--workers 1,2,4] [--concurrency 4,16,32]
@@ -39,6 +39,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -73,18 +74,6 @@ async def drop_database(admin: str, name: str) -> None:
         await connection.close()
 
 
-async def transactions(admin: str, name: str) -> int:
-    connection = await asyncpg.connect(admin)
-    try:
-        value = await connection.fetchval(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1", name
-        )
-        await connection.execute("SELECT pg_stat_clear_snapshot()")
-        return int(value or 0)
-    finally:
-        await connection.close()
-
-
 def cpu_seconds(processes: list[psutil.Process]) -> float:
     total = 0.0
     for process in processes:
@@ -112,19 +101,39 @@ def start_tiaojie(env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-async def worker_counters(port: int, expected: int) -> dict[str, dict[str, Any]]:
-    """Each worker's /healthz counters, by pid (new connections until all were seen)."""
-    seen: dict[str, dict[str, Any]] = {}
+async def worker_pids(port: int, expected: int) -> set[str]:
+    """The pids of the workers answering on ``port`` (new connections until all seen)."""
+    seen: set[str] = set()
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector) as http:
         for _ in range(400):
             async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
                 body = await response.json()
-            pid = str(body["leader"]["holder"]).split(":")[1]
-            seen[pid] = {**body.get("intake", {}), **body.get("database_counters", {})}
+            seen.add(str(body["leader"]["holder"]).split(":")[1])
             if len(seen) >= expected:
                 break
     return seen
+
+
+async def counters(port: int) -> dict[str, float]:
+    """Totals over every worker from ``/metrics`` (the supervisor gives the workers one
+    prometheus-client multiprocess folder, so any worker's answer adds them all up)."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        text = await response.text()
+    wanted = {
+        "tiaojie_db_query_seconds_count": "statements",
+        "tiaojie_chat_lock_wait_seconds_count": "lock_waits",
+        "tiaojie_chat_lock_wait_seconds_sum": "lock_wait_seconds",
+        "tiaojie_dialogue_retries_total": "retries",
+        "tiaojie_db_transactions_total": "transactions",
+    }
+    totals = dict.fromkeys(wanted.values(), 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in wanted:
+                totals[wanted[sample.name]] += sample.value
+    return totals
 
 
 async def conversation(
@@ -211,7 +220,7 @@ async def one_run(
                 if time.monotonic() > deadline:
                     raise RuntimeError("tiaojie run never answered")
                 await asyncio.sleep(0.5)
-        await worker_counters(port, workers)  # every worker up
+        await worker_pids(port, workers)  # every worker up
         owner = psutil.Process(supervisor.pid)
         worker_processes = owner.children(recursive=True) or [owner]
         pg = postgres_processes()
@@ -219,32 +228,26 @@ async def one_run(
         await load(f"{base}/webhooks/rest/webhook", 2 * workers * 4, 4 * workers, "warm")
         results = []
         for concurrency in args.concurrency:
-            before_counters = await worker_counters(port, workers)
+            before = await counters(port)
             cpu_before, pg_before = cpu_seconds(worker_processes), cpu_seconds(pg)
-            xact_before = await transactions(args.pg, name)
             result = await load(
                 f"{base}/webhooks/rest/webhook", args.conversations, concurrency, f"c{concurrency}"
             )
-            xact_after = await transactions(args.pg, name)
             cpu_after, pg_after = cpu_seconds(worker_processes), cpu_seconds(pg)
-            after_counters = await worker_counters(port, workers)
+            after = await counters(port)
             messages = max(1, int(result["messages"]))
 
-            def delta(key: str, after: dict[str, dict[str, Any]] = after_counters,
-                      before: dict[str, dict[str, Any]] = before_counters) -> float:  # fmt: skip
-                return sum(
-                    float(after[pid].get(key, 0)) - float(before.get(pid, {}).get(key, 0))
-                    for pid in after
-                )
+            def delta(key: str) -> float:
+                return after[key] - before[key]  # noqa: B023 (used at once, in this loop)
 
             result.update(
                 concurrency=concurrency,
                 worker_cpu_ms_per_message=(cpu_after - cpu_before) * 1000 / messages,
                 postgres_cpu_ms_per_message=(pg_after - pg_before) * 1000 / messages,
-                transactions_per_message=(xact_after - xact_before) / messages,
+                transactions_per_message=delta("transactions") / messages,
                 statements_per_message=delta("statements") / messages,
                 lock_waits=delta("lock_waits"),
-                lock_wait_ms=delta("lock_wait_ms"),
+                lock_wait_ms=delta("lock_wait_seconds") * 1000,
                 retries=delta("retries"),
             )
             results.append(result)

@@ -164,9 +164,6 @@ class IntakeService:
         #: Order a chat's messages across workers with a PostgreSQL advisory lock (else
         #: the version check and retries alone); see ``benchmarks/scale_bench.py``.
         self.chat_lock = chat_lock and store.engine.dialect.name == "postgresql"
-        self.retries = 0  # lost races retried, for the benchmarks and /metrics
-        self.lock_waits = 0  # chat locks that another message held when asked for
-        self.lock_wait_seconds = 0.0
         self.review_thresholds = review_thresholds or learning.Thresholds()
         self.data_dir = Path(data_dir)  # where /mydata exports and evidence files live
         self.notifier: Notifier = notifier or LogNotifier()
@@ -283,7 +280,6 @@ class IntakeService:
         return (retry_state.seconds_since_start or 0.0) >= self.chat_wait
 
     def _count_retry(self, retry_state: RetryCallState) -> None:
-        self.retries += 1
         DIALOGUE_RETRIES.inc()
 
     async def _lock_chat(self, connection: Any, key: tuple[str, str]) -> None:
@@ -297,18 +293,7 @@ class IntakeService:
             return
         started = time.perf_counter()  # another worker has this chat: wait our turn
         await connection.execute(_CHAT_LOCK, {"key": number})
-        self.lock_waits += 1
-        self.lock_wait_seconds += time.perf_counter() - started
         CHAT_LOCK_WAIT_SECONDS.observe(time.perf_counter() - started)
-
-    def health(self) -> dict[str, object]:
-        """Counters of ordering across workers (see ``benchmarks/scale_bench.py``)."""
-        return {
-            "chat_lock": self.chat_lock,
-            "retries": self.retries,
-            "lock_waits": self.lock_waits,
-            "lock_wait_ms": round(self.lock_wait_seconds * 1000, 1),
-        }
 
     async def _deliver(self, notices: list[Notice]) -> None:
         try:

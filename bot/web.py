@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from sqlalchemy import event
 
 from actions.desk import DeskService
 from actions.leadership import Leadership
@@ -99,12 +98,6 @@ def create_app(
         chat_wait=settings.chat_wait_seconds,
         chat_lock=settings.chat_lock,
     )
-    statements = count_statements(app[STORE])
-
-    async def intake_health() -> dict[str, object]:
-        return {**service.health(), "statements": statements[0]}
-
-    app[HEALTH_CHECKS]["intake"] = intake_health
     # --- HTTP channels (REST outbox, Rasa callback) and their ports to residents
     ports.register(add_rest_channel(app, service, settings))
     ports.register(RestPort(app[STORE], CONSOLE_CHANNEL))  # `tiaojie chat` reads it
@@ -135,18 +128,6 @@ def create_app(
     add_scheduler(app, settings, desk)
     add_leadership(app)
     return app
-
-
-def count_statements(store: Store) -> list[int]:
-    """A running count of SQL statements this process sent (one round trip each), for
-    ``benchmarks/scale_bench.py``'s round trips per message; a list so it can grow."""
-    counter = [0]
-
-    def one(*_: object) -> None:
-        counter[0] += 1
-
-    event.listen(store.engine.sync_engine, "before_cursor_execute", one)
-    return counter
 
 
 def add_leadership(app: web.Application) -> None:

@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from actions import metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,8 @@ EARLY_DEATH = 10.0
 MAX_PAUSE = 30.0
 #: Environment variable telling a worker its number (logs, metrics).
 WORKER_ENV = "TIAOJIE_WORKER"
+#: prometheus-client's folder for the workers' shared metrics.
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @dataclass(slots=True)
@@ -78,6 +84,7 @@ class Supervisor:
                 "worker %d (pid %d) exited with %s after %.0f s; restarting in %.1f s",
                 worker.number, process.pid, process.returncode, lived, pause,
             )  # fmt: skip
+            metrics.worker_exited(process.pid)  # its live gauges stop counting
             worker.restarts += 1
         if now >= worker.not_before:
             self._start(worker)
@@ -90,6 +97,13 @@ class Supervisor:
         previous = {
             sig: signal.signal(sig, self._ask_to_stop) for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        own_metrics = None
+        if not os.environ.get(METRICS_ENV):
+            # Without a shared folder each scrape of /metrics would show whichever worker
+            # answered; with one, every worker's answer adds up all of them.
+            own_metrics = tempfile.mkdtemp(prefix="tiaojie-metrics-")
+            os.environ[METRICS_ENV] = own_metrics
+        metrics.prepare_multiprocess_dir()
         try:
             for worker in self.workers:
                 self._start(worker)
@@ -101,6 +115,9 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.stop()
+            if own_metrics is not None:
+                shutil.rmtree(own_metrics, ignore_errors=True)
+                os.environ.pop(METRICS_ENV, None)
         return 0
 
     def stop(self) -> None:
