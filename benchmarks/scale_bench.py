@@ -5,12 +5,13 @@ For each worker count: a fresh PostgreSQL database (migrations, the Bao'an direc
 one port), then the same complete intake conversations as ``dialogue_bench.py`` through
 the REST channel at each concurrency of the sweep, each client on its own connection so
 the kernel spreads them over the workers. Printed per run: messages per second,
-latency p50/p99, CPU-ms per message of the workers and of PostgreSQL (every process of
-both, from /proc via psutil), database transactions and statements (one round trip
-each, BEGIN and COMMIT not counted) per message (``/metrics``, summed over the workers),
-chat-lock waits and lost races retried, and refused messages (a non-200 or a "not
-saved" answer). One more run with 2 workers orders chats by the version check alone
-(``TIAOJIE_CHAT_LOCK=0``), so the two ways can be compared. The last line is one JSON object:
+latency p50/p99, CPU-ms per message of the workers, of this load generator and of the
+rest of the machine (PostgreSQL, from machine-wide CPU time), how many cores were busy,
+database transactions and statements (one round trip each, BEGIN and COMMIT not
+counted) per message (``/metrics``, summed over the workers), chat-lock waits, lost
+races retried, and refused messages (a non-200 or a "not saved" answer). One more run
+with 2 workers orders chats by the version check alone (``TIAOJIE_CHAT_LOCK=0``), so the
+two ways can be compared. The last line is one JSON object:
 ``{"workers": {"1": msg/s, "2": …, "4": …}, "refused": n, …}``.
 
     .venv/bin/python benchmarks/scale_bench.py [--workers 1,2,4] [--concurrency 4,16,32]
@@ -85,9 +86,10 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def postgres_processes() -> list[psutil.Process]:
-    found = psutil.process_iter(["name"])
-    return [p for p in found if (p.info["name"] or "").startswith("postgres")]
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent on anything but idling, machine-wide."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 def start_tiaojie(env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
@@ -223,17 +225,19 @@ async def one_run(
         await worker_pids(port, workers)  # every worker up
         owner = psutil.Process(supervisor.pid)
         worker_processes = owner.children(recursive=True) or [owner]
-        pg = postgres_processes()
+        me = psutil.Process()
         # Warm-up (not measured): SQL compiled, caches filled, in every worker.
         await load(f"{base}/webhooks/rest/webhook", 2 * workers * 4, 4 * workers, "warm")
         results = []
         for concurrency in args.concurrency:
             before = await counters(port)
-            cpu_before, pg_before = cpu_seconds(worker_processes), cpu_seconds(pg)
+            cpu_before, me_before = cpu_seconds(worker_processes), cpu_seconds([me])
+            busy_before = machine_busy_seconds()
             result = await load(
                 f"{base}/webhooks/rest/webhook", args.conversations, concurrency, f"c{concurrency}"
             )
-            cpu_after, pg_after = cpu_seconds(worker_processes), cpu_seconds(pg)
+            cpu_after, me_after = cpu_seconds(worker_processes), cpu_seconds([me])
+            busy_after = machine_busy_seconds()
             after = await counters(port)
             messages = max(1, int(result["messages"]))
 
@@ -243,7 +247,12 @@ async def one_run(
             result.update(
                 concurrency=concurrency,
                 worker_cpu_ms_per_message=(cpu_after - cpu_before) * 1000 / messages,
-                postgres_cpu_ms_per_message=(pg_after - pg_before) * 1000 / messages,
+                load_cpu_ms_per_message=(me_after - me_before) * 1000 / messages,
+                # the rest of the machine's busy time: PostgreSQL (and any other process)
+                other_cpu_ms_per_message=(
+                    (busy_after - busy_before) - (cpu_after - cpu_before) - (me_after - me_before)
+                ) * 1000 / messages,
+                cores_busy=(busy_after - busy_before) / result["seconds"],
                 transactions_per_message=delta("transactions") / messages,
                 statements_per_message=delta("statements") / messages,
                 lock_waits=delta("lock_waits"),
@@ -255,8 +264,9 @@ async def one_run(
                 f"workers {workers} ({'lock' if chat_lock else 'version'}) "
                 f"concurrency {concurrency:>3}: {result['messages_per_s']:7.1f} msg/s  "
                 f"p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:7.1f} ms  "
-                f"cpu {result['worker_cpu_ms_per_message']:.2f} + pg "
-                f"{result['postgres_cpu_ms_per_message']:.2f} ms/msg  "
+                f"cpu ms/msg: workers {result['worker_cpu_ms_per_message']:.2f}, load "
+                f"{result['load_cpu_ms_per_message']:.2f}, postgres+other "
+                f"{result['other_cpu_ms_per_message']:.2f}; cores busy {result['cores_busy']:.2f}  "
                 f"xact {result['transactions_per_message']:.2f}/msg  "
                 f"stmts {result['statements_per_message']:.1f}/msg  "
                 f"lock waits {result['lock_waits']:.0f} ({result['lock_wait_ms']:.0f} ms)  "

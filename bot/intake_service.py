@@ -4,11 +4,14 @@ One call handles one event of one chat: load the state, parse text, step the eng
 carry out its actions (feeding their results back into the engine), save the state —
 all in one transaction, so a database failure leaves nothing half written and the
 resident is asked to send the message again. Events of one chat run one at a time in
-this process (a lock per chat). Between workers (issue 16) the database orders them: on
-PostgreSQL a transaction-scoped advisory lock per chat, taken first in the same round
-trip as a bounded ``lock_timeout``; everywhere the state's version column still catches
-a concurrent save and the whole event is retried on fresh state, for as long as
-``chat_wait`` seconds (a bounded wait, never a count of tries that gives up on a burst).
+this process (a lock per chat). Between workers (issue 16) the database orders them:
+the state's version column catches a concurrent save and the whole event is retried on
+fresh state, for as long as ``chat_wait`` seconds (a bounded wait, never a count of
+tries that gives up on a burst). With ``TIAOJIE_CHAT_LOCK`` on PostgreSQL, a
+transaction-scoped advisory lock per chat (tried first in one round trip, then waited
+for under a bounded ``lock_timeout``) makes the later message wait instead of redoing
+its turn; the benchmark found the version check alone slightly cheaper in ordinary
+traffic, so the lock is an option (docs/scaling.md).
 A delivery id (Telegram's update id, a REST bridge's message id) is recorded in the same
 transaction, so a delivery reaching two workers is handled once, and the second gets
 the first one's answer.
@@ -156,7 +159,7 @@ class IntakeService:
         review_thresholds: learning.Thresholds | None = None,
         data_dir: Path | str = "var",
         chat_wait: float = 30.0,
-        chat_lock: bool = True,
+        chat_lock: bool = False,
     ) -> None:
         self.store = store
         #: How long a message may wait for its chat's previous one (lock and retries).

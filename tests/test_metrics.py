@@ -379,7 +379,7 @@ async def test_waiting_for_a_chat_lock_another_worker_holds_is_timed(
     from bot.intake_service import chat_lock_key
     from storage.db import create_engine
 
-    http = await serve(db_url)
+    http = await serve(db_url, chat_lock=True)
     await send(http, "m-lock-1", "楼上邻居天天半夜吵")
     before, _ = await scrape(http)
     other = create_engine(db_url)  # the other worker's connection

@@ -259,10 +259,13 @@ def test_several_workers_are_refused_on_sqlite(tmp_path: Path) -> None:
     assert not (tmp_path / "one.db").exists() or "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("chat_lock", ["0", "1"], ids=["version-check", "advisory-lock"])
 async def test_a_delivery_at_two_workers_at_once_is_handled_once(
-    pg_url: str, nlu_model_dir: Path, tmp_path: Path
+    pg_url: str, nlu_model_dir: Path, tmp_path: Path, chat_lock: str
 ) -> None:
-    env = _env(pg_url, nlu_model_dir, tmp_path, TIAOJIE_SWEEP_SECONDS="0")
+    env = _env(
+        pg_url, nlu_model_dir, tmp_path, TIAOJIE_SWEEP_SECONDS="0", TIAOJIE_CHAT_LOCK=chat_lock
+    )
     async with workers(env, 2) as running:
         # With the bridge's message id: one handling, the same answer to both.
         await walk_to_review(running, "dup-1")
@@ -288,12 +291,15 @@ async def test_a_delivery_at_two_workers_at_once_is_handled_once(
     )
 
 
+@pytest.mark.parametrize("chat_lock", ["0", "1"], ids=["version-check", "advisory-lock"])
 async def test_bursts_split_across_workers_are_all_kept_in_order(
-    pg_url: str, nlu_model_dir: Path, tmp_path: Path
+    pg_url: str, nlu_model_dir: Path, tmp_path: Path, chat_lock: str
 ) -> None:
     residents = [f"burst-{n}" for n in range(8)]
     references = {who: await case_in_mediation(pg_url, who) for who in residents}
-    env = _env(pg_url, nlu_model_dir, tmp_path, TIAOJIE_SWEEP_SECONDS="0")
+    env = _env(
+        pg_url, nlu_model_dir, tmp_path, TIAOJIE_SWEEP_SECONDS="0", TIAOJIE_CHAT_LOCK=chat_lock
+    )
     messages = 15
     async with workers(env, 2) as running:
 
