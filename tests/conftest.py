@@ -100,6 +100,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def pg_url(postgres_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database only, for tests of several processes on one store."""
+    name = f"tiaojie_p_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_pg_execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"'))
+    yield _asyncpg_url(name)
+    asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
 def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
     """A fresh migrated SQLite database only (for tests about one backend)."""
     target = tmp_path / "tiaojie.db"

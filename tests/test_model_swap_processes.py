@@ -12,11 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -25,7 +22,7 @@ import pytest
 from actions.retraining import activate
 from storage.db import create_engine, session_factory
 from storage.nlu_registry import ModelStatus, register
-from tests.conftest import _asyncpg_url, _pg_execute
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Messages per second over both processes: the issue's bar. The stream is open-loop (sent
@@ -36,20 +33,6 @@ RATE = int(os.environ.get("TIAOJIE_SWAP_TEST_RATE", "200"))
 MESSAGES = ["房东不退押金三千块", "老板拖欠工资八千", "楼上邻居半夜太吵", "外卖站长扣我钱"]
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(400)]
-
-
-@pytest.fixture
-def pg_url(postgres_template: str) -> Iterator[str]:
-    name = f"tiaojie_swap_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_pg_execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"'))
-    yield _asyncpg_url(name)
-    asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _health(http: aiohttp.ClientSession, port: int) -> dict | None:
@@ -66,7 +49,7 @@ async def test_two_processes_switch_under_load(
     source = await asyncio.to_thread(lambda: next(nlu_model_dir.glob("nlu-*")))
     candidate = tmp_path / "nlu-swapped"
     await asyncio.to_thread(shutil.copytree, source, candidate)
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     processes = []
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIAOJIE_", "TELEGRAM_"))}
     env.update(

@@ -19,12 +19,10 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -38,28 +36,14 @@ from actions.intake import file_case
 from storage.db import create_engine, session_factory
 from storage.models import Case, CaseEvent, Conversation, ProcessedUpdate
 from storage.people import add_mediator, get_or_create_resident
-from tests.conftest import _asyncpg_url, _pg_execute
 from tests.support.bot_api import BotApiStandIn
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "http://127.0.0.1:{port}/webhooks/rest/webhook"
 NOT_SAVED = ("没有保存", "not saved", "请再发", "send it again")
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600)]
-
-
-@pytest.fixture
-def pg_url(postgres_template: str) -> Iterator[str]:
-    name = f"tiaojie_workers_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_pg_execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"'))
-    yield _asyncpg_url(name)
-    asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env(pg_url: str, model_dir: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -98,7 +82,7 @@ class Workers:
             await self.add()
 
     async def add(self) -> int:
-        port = _free_port()
+        port = free_port()
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "run", "--worker", "--grace", "20",
             cwd=ROOT,
@@ -481,7 +465,7 @@ async def test_sigterm_during_a_burst_leaves_nothing_half_handled(
 async def test_the_supervisor_shares_one_port_restarts_and_drains(
     pg_url: str, nlu_model_dir: Path, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = _env(pg_url, nlu_model_dir, tmp_path, TIAOJIE_HTTP_PORT=str(port))
     supervisor = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "run", "--workers", "2", "--grace", "10",
