@@ -487,7 +487,15 @@ class DeskService:
 
         Targets are called outside any transaction (they may read the store themselves,
         and SQLite has one connection per process); what was posted is recorded after.
+
+        A new case's card is not built when no target has anywhere to post (a WeChat
+        installation whose centres work in the web workspace, which reads the queue
+        itself): loading the case, the directory and the timeline for a card nobody can
+        see cost a third of the intake's throughput (docs/scaling.md). Emergencies
+        (``fresh``) and every later announcement take the full path.
         """
+        if reason in ("new", "filed") and not fresh and not await self._anyone_can_see():
+            return 0
         async with self.store.sessions() as session:
             case = await case_repo.get_case(session, reference)
             if case.status not in OPEN_STATUSES and not fresh:
@@ -514,6 +522,14 @@ class DeskService:
         # Cards posted before this call are edited to the case's state now.
         await self._update_posted(card, before)
         return len(new)
+
+    async def _anyone_can_see(self) -> bool:
+        """Whether some card target may have somewhere to post (unknown counts as yes)."""
+        for target in self.cards:
+            reaches = getattr(target, "reaches_any", None)
+            if reaches is None or await reaches():
+                return True
+        return False
 
     async def _record_posts(self, reference: str, posts: list[dict[str, Any]]) -> None:
         if not posts:

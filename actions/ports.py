@@ -92,6 +92,10 @@ class CardTarget(Protocol):
         """Show the card's new state (claimed, acknowledged, moved …) where it was posted."""
         ...
 
+    # Optional: ``async def reaches_any(self) -> bool`` — False only when the target
+    # surely has nowhere to post for any centre (no group, no robot in the directory);
+    # the desk then skips building a new case's card nobody would see.
+
 
 @runtime_checkable
 class StaffPort(Protocol):

@@ -250,6 +250,12 @@ def _upsert(
     return False
 
 
+async def any_telegram_group(session: AsyncSession) -> bool:
+    """Whether any centre of the directory has a Telegram group for its cards."""
+    query = select(Centre.id).where(Centre.telegram_chat_id.is_not(None)).limit(1)
+    return (await session.execute(query)).first() is not None
+
+
 async def get_centre(session: AsyncSession, code: str) -> Centre | None:
     return (await session.execute(select(Centre).where(Centre.code == code))).scalar_one_or_none()
 

@@ -178,6 +178,12 @@ async def set_wecom_webhook(session: AsyncSession, centre_id: int, url: str | No
         row.webhook_url = url
 
 
+async def any_wecom_robot(session: AsyncSession) -> bool:
+    """Whether any centre has a WeCom group robot."""
+    query = select(WeComRobot.centre_id).limit(1)
+    return (await session.execute(query)).first() is not None
+
+
 async def wecom_webhook(session: AsyncSession, centre_code: str) -> str | None:
     """The robot webhook of the centre with ``centre_code``, if it has one."""
     query = (

@@ -12,15 +12,25 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from actions import casework
+from actions.desk import DeskService
 from actions.intake import lookup_status
 from bot.case_view import render_case_text
 from bot.i18n import raw
 from bot.intake_service import _status_item
 from bot.runtime import Store
 from storage import cases as case_repo
-from storage.models import Case, CaseEvent, CaseStatus, MediatorRole, RiskLevel, utcnow
+from storage.directory import any_telegram_group, get_centre
+from storage.models import (
+    Case,
+    CaseEvent,
+    CaseStatus,
+    Centre,
+    MediatorRole,
+    RiskLevel,
+    utcnow,
+)
 from storage.people import deactivate_mediator, get_or_create_resident
-from tests.desk_support import CHANNEL, desk_on, new_case, staff_member
+from tests.desk_support import CHANNEL, RecordingCards, desk_on, new_case, staff_member
 
 
 async def events_of(store: Store, reference: str) -> list[CaseEvent]:
@@ -249,3 +259,50 @@ async def test_a_case_cannot_be_stored_without_centre_and_department(
     async with store.sessions() as session:
         count = len((await session.execute(select(Case.id))).all())
     assert count == 1
+
+
+# ------------------------------------------------------- a card nobody could see
+
+
+class _NowhereCards(RecordingCards):
+    """A target that says it has no group or robot anywhere (yet posts if asked)."""
+
+    async def reaches_any(self) -> bool:
+        return False
+
+
+async def test_a_new_cases_card_is_not_built_when_no_target_can_show_it(store: Store) -> None:
+    cards = _NowhereCards({"fuyong-fenghuang", "fuyong", "baoan"})
+    desk = DeskService(store, cards=[cards])
+    reference = await new_case(store)
+    assert await desk.announce(reference, reason="filed") == 0
+    assert cards.posts == []
+    # An emergency always takes the full path (fresh cards, whatever the targets say).
+    assert await desk.announce(reference, reason="urgent", fresh=True) >= 1
+    assert cards.centres(reference)
+    # A target that cannot tell (no reaches_any) is always tried.
+    plain = desk_on(store, {"fuyong-fenghuang"})
+    other = await new_case(store)
+    assert await plain.service.announce(other, reason="filed") == 1
+
+
+async def test_wecom_and_telegram_targets_know_whether_they_reach_anyone(store: Store) -> None:
+    from bot.channels.wecom import WeComRobotTarget
+    from storage.wechat import set_wecom_webhook
+
+    wecom = WeComRobotTarget(store)
+    assert await wecom.reaches_any() is False  # the directory has no robot
+    async with store.sessions.begin() as session:
+        centre = await get_centre(session, "fuyong")
+        assert centre is not None
+        await set_wecom_webhook(
+            session, centre.id, "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k1"
+        )
+    assert await wecom.reaches_any() is True
+    async with store.sessions() as session:
+        groups = await any_telegram_group(session)
+        with_chat = (
+            await session.execute(select(Centre.id).where(Centre.telegram_chat_id.is_not(None)))
+        ).first()
+    assert groups is (with_chat is not None)
+    await wecom.close()

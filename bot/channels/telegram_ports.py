@@ -32,7 +32,7 @@ from actions.ports import CaseCard, DeliveryError
 from bot.dialogue.model import Reply
 from bot.i18n import t
 from bot.runtime import Store
-from storage.directory import get_centre
+from storage.directory import any_telegram_group, get_centre
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,11 @@ class TelegramCardTarget:
     def __init__(self, bot: Bot, store: Store) -> None:
         self.bot = bot
         self.store = store
+
+    async def reaches_any(self) -> bool:
+        """Whether any centre has a group to post in (see :class:`actions.ports.CardTarget`)."""
+        async with self.store.sessions() as session:
+            return await any_telegram_group(session)
 
     async def post(self, centre_code: str, card: CaseCard) -> dict[str, Any] | None:
         async with self.store.sessions() as session:

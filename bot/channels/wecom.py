@@ -33,7 +33,7 @@ from actions.ports import CaseCard
 from bot.i18n import t
 from bot.runtime import Store
 from bot.settings import Settings
-from storage.wechat import wecom_webhook
+from storage.wechat import any_wecom_robot, wecom_webhook
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,11 @@ class WeComRobotTarget:
         self.dropped = 0
 
     # ------------------------------------------------------------ CardTarget
+
+    async def reaches_any(self) -> bool:
+        """Whether any centre has a robot (see :class:`actions.ports.CardTarget`)."""
+        async with self.store.sessions() as session:
+            return await any_wecom_robot(session)
 
     async def post(self, centre_code: str, card: CaseCard) -> dict[str, Any] | None:
         """Queue the card for the centre's robot; None when the centre has none."""
