@@ -147,7 +147,7 @@ async def main(
         if profiler is not None:
             profiler.enable()
         result = await asyncio.to_thread(load, endpoint, conversations, concurrency)
-        if profiler is not None:
+        if profiler is not None and profile is not None:
             profiler.disable()
             profiler.dump_stats(profile)
         wall = time.perf_counter() - wall
