@@ -36,17 +36,6 @@ def holder_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-async def take_lease(
-    store: Store, name: str, holder: str, ttl: timedelta, now: datetime | None = None
-) -> bool:
-    """Take or renew the lease ``name`` for ``holder`` (see :mod:`storage.leases`)."""
-    return await leases.take_lease(store.engine, name, holder, ttl, now)
-
-
-async def release_lease(store: Store, name: str, holder: str) -> None:
-    await leases.release_lease(store.engine, name, holder)
-
-
 @dataclass(frozen=True, slots=True)
 class Job:
     """A periodic job: ``run(now)`` returns counts to log (never people's data)."""
@@ -87,7 +76,9 @@ class Scheduler:
                 return None
         else:
             ttl = timedelta(seconds=max(job.interval * 3, 30))
-            if not await take_lease(self.store, f"job:{job.name}", self.holder, ttl, self.clock()):
+            if not await leases.take_lease(
+                self.store.engine, f"job:{job.name}", self.holder, ttl, self.clock()
+            ):
                 return None
         counts = await job.run(self.clock())
         self.runs[job.name] += 1
@@ -121,7 +112,7 @@ class Scheduler:
                 await task
         for job in self.jobs if self.leader is None else ():
             try:
-                await release_lease(self.store, f"job:{job.name}", self.holder)
+                await leases.release_lease(self.store.engine, f"job:{job.name}", self.holder)
             except Exception as error:
                 log.debug("lease of %s not released: %s", job.name, type(error).__name__)
         self._tasks = []

@@ -17,7 +17,6 @@ from aiohttp import web
 from sqlalchemy import select, update
 
 from actions.desk import DeskService
-from actions.scheduler import take_lease
 from bot.runtime import Store
 from bot.settings import load_settings
 from bot.web import SCHEDULER, create_app
@@ -25,6 +24,7 @@ from nlu.interface import NLUBackend
 from storage import cases as case_repo
 from storage.db import create_engine, session_factory
 from storage.directory import get_centre
+from storage.leases import take_lease
 from storage.models import Case, CaseEvent, RiskLevel, utcnow
 from storage.phone import PhoneVault
 from tests.desk_support import new_case
@@ -164,9 +164,9 @@ async def test_two_sweeps_at_once_without_leases_escalate_once(db_url: str) -> N
 async def test_a_lease_has_one_holder(store: Store) -> None:
     ttl = timedelta(seconds=30)
     now = utcnow()
-    assert await take_lease(store, "job:sweep", "a", ttl, now)
-    assert not await take_lease(store, "job:sweep", "b", ttl, now)
-    assert await take_lease(store, "job:sweep", "a", ttl, now + timedelta(seconds=10))
+    assert await take_lease(store.engine, "job:sweep", "a", ttl, now)
+    assert not await take_lease(store.engine, "job:sweep", "b", ttl, now)
+    assert await take_lease(store.engine, "job:sweep", "a", ttl, now + timedelta(seconds=10))
     # The holder died: after its lease runs out, another process takes over.
-    assert await take_lease(store, "job:sweep", "b", ttl, now + timedelta(seconds=45))
-    assert not await take_lease(store, "job:sweep", "a", ttl, now + timedelta(seconds=46))
+    assert await take_lease(store.engine, "job:sweep", "b", ttl, now + timedelta(seconds=45))
+    assert not await take_lease(store.engine, "job:sweep", "a", ttl, now + timedelta(seconds=46))
