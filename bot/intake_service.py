@@ -344,9 +344,7 @@ class IntakeService:
                 relayed = await self._relay(session, sender, state, event, notices)
                 if relayed is not None:
                     saved = await save_conversation(session, *key, relayed[1], version)
-                    if replay and update_id is not None:
-                        records = [reply_record(r) for r in relayed[0]]
-                        await keep_replies(session, sender.channel, update_id, records)
+                    await self._keep_for_replay(session, sender, update_id, replay, relayed[0])
                     return self._done(key, relayed[1], saved, relayed[0]), notices
                 outcome = handle(state, event, ctx)
             # Learning loop (issue 13): what the model decided at a decision point. Also
@@ -371,11 +369,21 @@ class IntakeService:
                 replies.extend(follow.replies)
                 pending.extend(follow.actions)
             saved = await save_conversation(session, *key, state, version)
-            if replay and update_id is not None:
-                await keep_replies(
-                    session, sender.channel, update_id, [reply_record(r) for r in replies]
-                )
+            await self._keep_for_replay(session, sender, update_id, replay, replies)
         return self._done(key, state, saved, replies), notices
+
+    @staticmethod
+    async def _keep_for_replay(
+        session: AsyncSession,
+        sender: Sender,
+        update_id: int | None,
+        replay: bool,
+        replies: list[Reply],
+    ) -> None:
+        """Keep a delivery's replies with its id, so a duplicate gets them again."""
+        if replay and update_id is not None:
+            records = [reply_record(r) for r in replies]
+            await keep_replies(session, sender.channel, update_id, records)
 
     def _language_of(self, sender: Sender, event: Event) -> str:
         """The conversation's own language (from its saved state) for an error message;
