@@ -22,7 +22,7 @@ import pytest
 from actions.retraining import activate
 from storage.db import create_engine, session_factory
 from storage.nlu_registry import ModelStatus, register
-from tests.support.ports import free_port
+from tests.support.processes import free_port, health
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Messages per second over both processes: the issue's bar. The stream is open-loop (sent
@@ -33,14 +33,6 @@ RATE = int(os.environ.get("TIAOJIE_SWAP_TEST_RATE", "200"))
 MESSAGES = ["房东不退押金三千块", "老板拖欠工资八千", "楼上邻居半夜太吵", "外卖站长扣我钱"]
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(400)]
-
-
-async def _health(http: aiohttp.ClientSession, port: int) -> dict | None:
-    try:
-        async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-            return dict(await response.json()) if response.status == 200 else None
-    except aiohttp.ClientError:
-        return None
 
 
 async def test_two_processes_switch_under_load(
@@ -82,11 +74,11 @@ async def test_two_processes_switch_under_load(
                     )
                 )
                 deadline = time.monotonic() + 120
-                while await _health(http, port) is None:
+                while await health(http, port) is None:
                     assert time.monotonic() < deadline, "tiaojie run never answered"
                     await asyncio.sleep(0.3)
             print(f"both up after {time.monotonic() - deadline + 120:.1f} s")
-            before = [(await _health(http, p) or {})["nlu"]["version"] for p in ports]
+            before = [(await health(http, p) or {})["nlu"]["version"] for p in ports]
             assert before[0] == before[1] and before[0] != "nlu-swapped"
 
             failures: list[str] = []
@@ -137,7 +129,7 @@ async def test_two_processes_switch_under_load(
             switched: dict[int, float] = {}
             while len(switched) < 2 and time.perf_counter() - activated < 15:
                 for port in ports:
-                    body = await _health(http, port)
+                    body = await health(http, port)
                     if port not in switched and body and body["nlu"]["version"] == "nlu-swapped":
                         switched[port] = time.perf_counter() - activated
                 await asyncio.sleep(0.1)

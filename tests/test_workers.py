@@ -37,7 +37,7 @@ from storage.db import create_engine, session_factory
 from storage.models import Case, CaseEvent, Conversation, ProcessedUpdate
 from storage.people import add_mediator, get_or_create_resident
 from tests.support.bot_api import BotApiStandIn
-from tests.support.ports import free_port
+from tests.support.processes import free_port, health
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "http://127.0.0.1:{port}/webhooks/rest/webhook"
@@ -58,14 +58,6 @@ def _env(pg_url: str, model_dir: Path, tmp_path: Path, **extra: str) -> dict[str
         **extra,
     )
     return env
-
-
-async def _health(http: aiohttp.ClientSession, port: int) -> dict[str, Any] | None:
-    try:
-        async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-            return dict(await response.json()) if response.status == 200 else None
-    except (aiohttp.ClientError, TimeoutError):
-        return None
 
 
 class Workers:
@@ -93,7 +85,7 @@ class Workers:
         self.ports.append(port)
         self.processes.append(process)
         deadline = time.monotonic() + 120
-        while await _health(self.http, port) is None:
+        while await health(self.http, port) is None:
             assert process.returncode is None, "a worker exited at start"
             assert time.monotonic() < deadline, "a worker never answered"
             await asyncio.sleep(0.3)
@@ -109,7 +101,7 @@ class Workers:
         for index, port in enumerate(self.ports):
             if self.processes[index].returncode is not None:
                 continue
-            body = await _health(self.http, port)
+            body = await health(self.http, port)
             if body and body.get("leader", {}).get("leader"):
                 found.append(index)
         return found
@@ -405,12 +397,12 @@ async def test_the_leader_is_replaced_within_15_seconds(
                 await asyncio.sleep(0.2)
             polled_after = time.monotonic() - killed_at
             # ... and runs the scheduler's jobs.
-            health = await _health(running.http, running.ports[survivor])
-            assert health and health["scheduler"]["running"] is True
-            runs = health["scheduler"]["runs"]["sweep"]
+            body = await health(running.http, running.ports[survivor])
+            assert body and body["scheduler"]["running"] is True
+            runs = body["scheduler"]["runs"]["sweep"]
             await asyncio.sleep(2.5)
-            health = await _health(running.http, running.ports[survivor])
-            assert health and health["scheduler"]["runs"]["sweep"] > runs
+            body = await health(running.http, running.ports[survivor])
+            assert body and body["scheduler"]["runs"]["sweep"] > runs
         print(f"new leader after {elected_after:.1f} s, polling after {polled_after:.1f} s")
         assert polled_after < 15
 
@@ -479,7 +471,7 @@ async def test_the_supervisor_shares_one_port_restarts_and_drains(
             async def pids(rounds: int = 40) -> set[str]:
                 seen = set()
                 for _ in range(rounds):
-                    body = await _health(http, port)
+                    body = await health(http, port)
                     if body:
                         seen.add(str(body["leader"]["holder"]).split(":")[1])
                 return seen
