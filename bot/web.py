@@ -161,14 +161,10 @@ def add_scheduler(app: web.Application, settings: Settings, desk: DeskService) -
     async def start_jobs() -> None:
         scheduler.start()
 
+    # Started when this worker is elected, stopped when it is not (and at shutdown, by
+    # the leadership's own clean-up, which deposes it).
     leadership.on_elected(start_jobs)
     leadership.on_deposed(scheduler.stop)
-
-    async def stop_jobs(app: web.Application) -> AsyncIterator[None]:
-        yield
-        await scheduler.stop()
-
-    app.cleanup_ctx.append(stop_jobs)
 
     async def health() -> dict[str, object]:
         return scheduler.health()
