@@ -16,6 +16,7 @@ from bot.settings import load_settings
 from bot.web import create_app
 from nlu.interface import NLUBackend
 from storage import cases as case_repo
+from storage.conversations import load_conversation
 
 URL = "/webhooks/rest/webhook"
 
@@ -92,6 +93,29 @@ async def test_rest_bad_requests_are_clear(client) -> None:
         response = await http.post(URL, data=raw, headers={"Content-Type": "application/json"})
         assert response.status == 400
         assert expected in (await response.json())["error"]
+
+
+async def test_a_bridge_message_id_replays_the_first_answer_and_bad_ids_are_refused(
+    client,
+) -> None:
+    """A retried delivery (same ``message_id``, or ``Idempotency-Key``) is handled once and
+    answered as the first time; an id of the wrong type or length gets a clear 400."""
+    http, store = client
+    first = await http.post(URL, json={"sender": "mid", "message": "邻居装修太吵", "message_id": 7})
+    again = await http.post(URL, json={"sender": "mid", "message": "邻居装修太吵", "message_id": 7})
+    assert first.status == again.status == 200
+    assert [i["text"] for i in await again.json()] == [i["text"] for i in await first.json()]
+    async with store.sessions() as session:
+        _, version = await load_conversation(session, "rest", "mid")
+    assert version == 1  # handled once
+    headed = {"Idempotency-Key": "k-1"}
+    one = await http.post(URL, json={"sender": "mid2", "message": "你好"}, headers=headed)
+    two = await http.post(URL, json={"sender": "mid2", "message": "你好"}, headers=headed)
+    assert [i["text"] for i in await two.json()] == [i["text"] for i in await one.json()]
+    for bad in (True, [1], {"a": 1}, 1.5, "x" * 129):
+        response = await http.post(URL, json={"sender": "mid", "message": "hi", "message_id": bad})
+        assert response.status == 400
+        assert "message_id" in (await response.json())["error"]
 
 
 async def test_rest_odd_messages_get_polite_answers(client) -> None:
